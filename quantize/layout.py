@@ -1,0 +1,154 @@
+"""From the original Hub key layout to mlx-lm's: which source tensors make each
+output tensor, and how.
+
+- `*.mlp.experts.E.{gate,up,down}_proj.weight` (one tensor per expert) are stacked
+  into `*.mlp.switch_mlp.{gate,up,down}_proj.weight` [E, out, in];
+- `conv1d.weight` [C, 1, K] becomes [C, K, 1];
+- zero-centred norms (applied as 1 + w) get the 1 added, so every loader can apply
+  them as plain RMSNorm weights; the gated `linear_attn.norm` is left as it is;
+- everything else is copied. MTP weights (`mtp.*`) are kept and go to their own
+  files (`mtp-*.safetensors`), which mlx-lm's `model*.safetensors` glob skips.
+
+Every output tensor can be produced in row ranges (experts for stacked tensors),
+which is what keeps conversion memory bounded by a chunk, not a layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import ConvertError
+from .recipe import QuantSpec
+from .st_io import Entry, SourceReader, TensorInfo, itemsize
+
+_EXPERT = re.compile(r"^(.+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_CENTRED_SUFFIXES = (
+    ".input_layernorm.weight",
+    ".post_attention_layernorm.weight",
+    ".q_norm.weight",
+    ".k_norm.weight",
+)
+_CENTRED_NAMES = {
+    "model.norm.weight",
+    "mtp.norm.weight",
+    "mtp.pre_fc_norm_embedding.weight",
+    "mtp.pre_fc_norm_hidden.weight",
+}
+
+
+def is_zero_centred(name: str) -> bool:
+    return name in _CENTRED_NAMES or name.endswith(_CENTRED_SUFFIXES)
+
+
+@dataclass
+class OutTensor:
+    """One converted tensor: made from `sources` by `op`, maybe quantized."""
+
+    name: str
+    sources: list
+    op: str  # "copy" | "stack" | "conv" | "norm"
+    shape: tuple  # the float (unquantized) output shape
+    dtype: str  # safetensors code of the source, kept for floats and scales
+    quant: Optional[QuantSpec] = None
+
+    @property
+    def module(self) -> str:
+        return self.name[: -len(".weight")] if self.name.endswith(".weight") else self.name
+
+    @property
+    def quantizable(self) -> bool:
+        return (
+            self.name.endswith(".weight")
+            and len(self.shape) >= 2
+            and self.op in ("copy", "stack")
+        )
+
+    @property
+    def unit(self) -> str:
+        """The layer (or top-level module) this tensor belongs to."""
+        parts = self.name.split(".")
+        return ".".join(parts[:3]) if "layers" in parts[:2] else ".".join(parts[:2])
+
+    @property
+    def num_params(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def source_bytes(self) -> int:
+        return self.num_params * itemsize(self.dtype)
+
+    def entries(self, quant: Optional[QuantSpec] = None) -> list[Entry]:
+        """The arrays this tensor is stored as (weight, scales, biases if quantized)."""
+        quant = quant or self.quant
+        prefix = "mtp" if self.name.startswith("mtp.") else "model"
+        if quant is None:
+            return [Entry(self.name, self.dtype, self.shape, prefix)]
+        *lead, in_dim = self.shape
+        lead = tuple(lead)
+        return [
+            Entry(f"{self.module}.weight", "U32", lead + (in_dim * quant.bits // 32,), prefix),
+            Entry(f"{self.module}.scales", self.dtype, lead + (in_dim // quant.group_size,), prefix),
+            Entry(f"{self.module}.biases", self.dtype, lead + (in_dim // quant.group_size,), prefix),
+        ]
+
+    def nbytes(self, quant: Optional[QuantSpec] = None) -> int:
+        return sum(e.nbytes for e in self.entries(quant))
+
+    def read(self, reader: SourceReader, lo: int, hi: int):
+        """Rows lo:hi of the converted (float) tensor."""
+        import mlx.core as mx
+
+        if self.op == "stack":
+            return mx.stack([reader.read(s) for s in self.sources[lo:hi]])
+        w = reader.read(self.sources[0], lo, hi)
+        if self.op == "conv":
+            return mx.swapaxes(w, 1, 2)
+        if self.op == "norm":
+            return (w.astype(mx.float32) + 1.0).astype(w.dtype)
+        return w
+
+
+def plan_tensors(tensors: dict[str, TensorInfo]) -> list[OutTensor]:
+    """The converted tensors, in writing order (layer by layer)."""
+    if any(".switch_mlp." in k for k in tensors):
+        raise ConvertError(
+            "the source is already in MLX layout (switch_mlp keys); "
+            "convert the original Hugging Face checkpoint"
+        )
+    experts: dict[tuple[str, str], dict[int, str]] = {}
+    out: list[OutTensor] = []
+    for name, info in tensors.items():
+        m = _EXPERT.match(name)
+        if m:
+            experts.setdefault((m[1], m[3]), {})[int(m[2])] = name
+        elif name.endswith("conv1d.weight") and len(info.shape) == 3 and info.shape[1] == 1:
+            c, _, k = info.shape
+            out.append(OutTensor(name, [name], "conv", (c, k, 1), info.dtype))
+        elif is_zero_centred(name) and len(info.shape) == 1:
+            out.append(OutTensor(name, [name], "norm", info.shape, info.dtype))
+        else:
+            out.append(OutTensor(name, [name], "copy", info.shape, info.dtype))
+    for (mlp, proj), by_index in experts.items():
+        n = len(by_index)
+        if sorted(by_index) != list(range(n)):
+            raise ConvertError(f"{mlp}.experts: {proj} is missing for some experts")
+        names = [by_index[e] for e in range(n)]
+        shapes = {tensors[s].shape for s in names}
+        dtypes = {tensors[s].dtype for s in names}
+        if len(shapes) != 1 or len(dtypes) != 1:
+            raise ConvertError(f"{mlp}.experts: {proj} shapes or dtypes differ between experts")
+        name = f"{mlp}.switch_mlp.{proj}.weight"
+        out.append(OutTensor(name, names, "stack", (n,) + shapes.pop(), dtypes.pop()))
+    return sorted(out, key=lambda t: _order(t.name))
+
+
+def _order(name: str):
+    """Embedding first, then layers by number, then the rest; MTP last."""
+    parts = name.split(".")
+    head = 3 if parts[0] == "mtp" else (1 if "layers" in parts[:2] else (0 if "embed" in name else 2))
+    nums = tuple(int(p) for p in parts if p.isdigit())
+    return (head, nums, name)

@@ -1,0 +1,142 @@
+"""The hybrid cache: a KV cache per attention layer, conv + recurrent state per DeltaNet layer.
+
+A `HybridCache` is a list of per-layer caches with the shared bookkeeping: how
+many positions are filled (`offset`) and, for left-padded batches, how many
+leading positions of each row are padding (`left_pad`). DeltaNet state cannot
+be trimmed, so going back means restoring a `snapshot()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import mlx.core as mx
+
+
+class KVCache:
+    """Keys and values [B, kv_heads, T, head_dim], grown in steps to avoid re-allocation."""
+
+    step = 256
+
+    def __init__(self):
+        self.keys: Optional[mx.array] = None
+        self.values: Optional[mx.array] = None
+        self.offset = 0
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array):
+        B, H, L, _ = keys.shape
+        end = self.offset + L
+        if self.keys is None or end > self.keys.shape[2]:
+            grow = ((L + self.step - 1) // self.step) * self.step
+            new_k = mx.zeros((B, H, grow, keys.shape[-1]), keys.dtype)
+            new_v = mx.zeros((B, H, grow, values.shape[-1]), values.dtype)
+            if self.keys is None:
+                self.keys, self.values = new_k, new_v
+            else:
+                self.keys = mx.concatenate([self.keys[..., : self.offset, :], new_k], axis=2)
+                self.values = mx.concatenate([self.values[..., : self.offset, :], new_v], axis=2)
+        self.keys[..., self.offset : end, :] = keys
+        self.values[..., self.offset : end, :] = values
+        self.offset = end
+        return self.keys[..., :end, :], self.values[..., :end, :]
+
+    def trim(self, n: int) -> int:
+        n = min(n, self.offset)
+        self.offset -= n
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        if self.keys is None:
+            return 0
+        per_pos = (self.keys.nbytes + self.values.nbytes) // self.keys.shape[2]
+        return per_pos * self.offset
+
+    def state(self):
+        if self.keys is None:
+            return None
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+    def set_state(self, state):
+        if state is None:
+            self.keys = self.values = None
+            self.offset = 0
+        else:
+            self.keys, self.values = state
+            self.offset = self.keys.shape[2]
+
+
+class DeltaNetCache:
+    """conv_state [B, kernel-1, conv_dim] and recurrent state [B, Hv, Dv, Dk] (float32)."""
+
+    def __init__(self):
+        self.conv_state: Optional[mx.array] = None
+        self.recurrent_state: Optional[mx.array] = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.conv_state, self.recurrent_state) if a is not None)
+
+    def state(self):
+        return self.conv_state, self.recurrent_state
+
+    def set_state(self, state):
+        self.conv_state, self.recurrent_state = state
+
+
+@dataclass
+class Snapshot:
+    """A saved copy of a HybridCache at one position (arrays are immutable: no copy)."""
+
+    offset: int
+    left_pad: Optional[mx.array]
+    layers: list
+
+    @property
+    def nbytes(self) -> int:
+        total = 0
+        for state in self.layers:
+            for a in state or ():
+                if a is not None:
+                    total += a.nbytes
+        return total
+
+
+class HybridCache(list):
+    """Per-layer caches, indexable like mlx-lm's list of caches."""
+
+    def __init__(self, layer_kinds: list[str]):
+        super().__init__(
+            DeltaNetCache() if kind == "linear_attention" else KVCache() for kind in layer_kinds
+        )
+        self.offset = 0
+        self.left_pad: Optional[mx.array] = None
+
+    def positions(self) -> mx.array | int:
+        """RoPE offset of the next token: per row when the batch is left-padded."""
+        if self.left_pad is None:
+            return self.offset
+        return self.offset - self.left_pad
+
+    def advance(self, n: int):
+        self.offset += n
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.offset, self.left_pad, [c.state() for c in self])
+
+    def restore(self, snap: Snapshot):
+        self.offset, self.left_pad = snap.offset, snap.left_pad
+        for c, state in zip(self, snap.layers):
+            c.set_state(state)
+
+    def trim_kv(self, n: int):
+        """Drop the last n positions from the KV caches only (DeltaNet state is untouched)."""
+        for c in self:
+            if isinstance(c, KVCache):
+                c.trim(n)
+        self.offset -= n

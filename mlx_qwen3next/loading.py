@@ -1,0 +1,145 @@
+"""Load a Qwen3-Next checkpoint: the original Hub layout or a converted (mlx-lm layout) one.
+
+Original checkpoints are mapped as they load: one tensor per expert is stacked
+into switch_mlp.*, conv1d weights move to MLX's [C, K, 1], and zero-centred norm
+weights get their +1. Converted checkpoints already have all that and may be
+quantized: their modules are rebuilt from config.json's quantization block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .checkpoint import LoadError, open_shards
+from .config import ConfigError, ModelConfig
+from .model import Model
+from .model.norms import is_zero_centred
+
+_EXPERT = re.compile(r"^(.*\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def load_model(path, dtype: Optional[str] = None, mtp: bool = True) -> Model:
+    """Build the model from a checkpoint directory; `dtype` casts float weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LoadError(f"{path}: not a directory")
+    try:
+        cfg = ModelConfig.from_file(path)
+    except ConfigError as e:
+        raise LoadError(str(e)) from None
+    weights = open_shards(path)
+    if dtype is not None:
+        weights = cast_floats(weights, getattr(mx, dtype))
+    if not is_converted(weights):
+        weights = from_original(weights, cfg)
+    if not mtp:
+        weights = {k: v for k, v in weights.items() if not k.startswith("mtp.")}
+    model = Model(cfg, mtp=any(k.startswith("mtp.") for k in weights))
+    if cfg.quantization:
+        quantize_like(model, cfg.quantization, weights)
+    check_weights(model, weights, path)
+    model.load_weights(list(weights.items()), strict=False)
+    model.eval()
+    mx.eval(model.parameters())
+    return model
+
+
+def load(path, dtype: Optional[str] = None, mtp: bool = True):
+    """(model, tokenizer): the tokenizer is mlx-lm's TokenizerWrapper."""
+    model = load_model(path, dtype=dtype, mtp=mtp)
+    return model, load_tokenizer(path, model.config)
+
+
+def load_tokenizer(path, cfg: ModelConfig):
+    from mlx_lm.utils import load_tokenizer as _load
+
+    eos = set(cfg.eos_token_ids) | set(generation_eos_ids(Path(path)))
+    return _load(Path(path), eos_token_ids=sorted(eos) or None)
+
+
+def generation_eos_ids(path: Path) -> list[int]:
+    gen = path / "generation_config.json"
+    if not gen.is_file():
+        return []
+    eos = json.loads(gen.read_text()).get("eos_token_id")
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, list) else [eos]
+
+
+def is_converted(weights: dict) -> bool:
+    return any(".switch_mlp." in k for k in weights) or not any(
+        ".experts." in k or "conv1d" in k for k in weights
+    )
+
+
+def from_original(weights: dict, cfg: ModelConfig) -> dict:
+    """Map the Hub checkpoint's names and conventions to this model's."""
+    out, experts = {}, {}
+    for name, w in weights.items():
+        m = _EXPERT.match(name)
+        if m:
+            experts.setdefault((m[1], m[3]), {})[int(m[2])] = (name, w)
+            continue
+        if name.endswith("conv1d.weight") and w.ndim == 3 and w.shape[-1] != 1:
+            w = w.moveaxis(2, 1)
+        elif is_zero_centred(name) and w.ndim == 1:
+            w = w + 1.0
+        out[name] = w
+    for (prefix, proj), by_index in experts.items():
+        missing = sorted(set(range(cfg.num_experts)) - set(by_index))
+        if missing:
+            raise LoadError(f"missing tensor {prefix}.experts.{missing[0]}.{proj}.weight")
+        extra = sorted(set(by_index) - set(range(cfg.num_experts)))
+        if extra:
+            raise LoadError(f"unexpected tensor {by_index[extra[0]][0]}")
+        out[f"{prefix}.switch_mlp.{proj}.weight"] = mx.stack(
+            [by_index[e][1] for e in range(cfg.num_experts)]
+        )
+    return out
+
+
+def quantize_like(model: nn.Module, qcfg: dict, weights: dict):
+    """Turn the modules that were quantized on disk into quantized modules, as mlx-lm does."""
+    defaults = {k: qcfg[k] for k in ("group_size", "bits", "mode") if k in qcfg}
+
+    def predicate(path, module):
+        override = qcfg.get(path)
+        if isinstance(override, dict):
+            return {**defaults, **override}
+        if override is False or not hasattr(module, "to_quantized"):
+            return False
+        return f"{path}.scales" in weights
+
+    nn.quantize(model, class_predicate=predicate, **defaults)
+
+
+def check_weights(model: nn.Module, weights: dict, path: Path):
+    expected = dict(tree_flatten(model.parameters()))
+    for name in sorted(expected):
+        if name not in weights:
+            raise LoadError(f"{path}: missing tensor {name}")
+    for name in sorted(weights):
+        if name not in expected:
+            raise LoadError(f"{path}: unexpected tensor {name}")
+        if tuple(weights[name].shape) != tuple(expected[name].shape):
+            raise LoadError(
+                f"{path}: tensor {name} has shape {tuple(weights[name].shape)}, "
+                f"expected {tuple(expected[name].shape)}"
+            )
+
+
+def cast_floats(weights: dict, dtype) -> dict:
+    def cast(name, w):
+        if name.endswith((".scales", ".biases")) or not mx.issubdtype(w.dtype, mx.floating):
+            return w
+        return w.astype(dtype)
+
+    return {k: cast(k, v) for k, v in weights.items()}

@@ -1,0 +1,58 @@
+"""Gated full attention: GQA, q/k RMSNorm before partial RoPE, sigmoid output gate."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..config import ModelConfig
+from .rope import PartialRoPE
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv_heads = cfg.num_key_value_heads
+        self.head_dim = hd = cfg.head_dim
+        self.scale = hd**-0.5
+        bias = cfg.attention_bias
+        # per head: head_dim query features, then head_dim gate features
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd * 2, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
+        self.q_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
+        self.k_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
+        self.rope = PartialRoPE(
+            cfg.rotary_dim, cfg.rope_theta, cfg.rope_scaling, cfg.max_position_embeddings
+        )
+
+    def __call__(self, x: mx.array, mask, cache=None, positions=0) -> mx.array:
+        B, L, _ = x.shape
+        q, gate = mx.split(self.q_proj(x).reshape(B, L, self.n_heads, 2 * self.head_dim), 2, -1)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
+        q = self.rope(self.q_norm(q).transpose(0, 2, 1, 3), positions)
+        k = self.rope(self.k_norm(k).transpose(0, 2, 1, 3), positions)
+        v = v.transpose(0, 2, 1, 3)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
+        return self.o_proj(out * mx.sigmoid(gate.reshape(B, L, -1)))
+
+
+def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
+    """The mask for L new queries after `offset` cached positions.
+
+    "causal" when no row is padded (the fused kernel builds it); otherwise an
+    additive mask that also hides each row's left padding.
+    """
+    if left_pad is None:
+        return "causal" if L > 1 else None
+    q_pos = mx.arange(offset, offset + L)[:, None]
+    k_pos = mx.arange(offset + L)[None, :]
+    allowed = (k_pos <= q_pos)[None] & (k_pos[None] >= left_pad[:, None, None])
+    allowed = allowed | (k_pos == q_pos)[None]  # padding queries see themselves: no NaN rows
+    return mx.where(allowed, 0.0, -mx.inf).astype(dtype)[:, None]

@@ -1,0 +1,79 @@
+"""Qwen3-Next: embeddings, the hybrid stack of decoder layers, final norm, lm_head, MTP head."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..cache import HybridCache
+from ..config import ModelConfig
+from .decoder import DecoderLayer, step_context
+from .mtp import MTP
+
+
+class Qwen3NextModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = [
+            DecoderLayer(cfg, cfg.is_linear(i), cfg.is_moe(i))
+            for i in range(cfg.num_hidden_layers)
+        ]
+        self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
+        x = self.embed_tokens(input_ids)
+        ctx = step_context(cache, input_ids.shape[1], x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache[i] if cache is not None else None, ctx)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])
+        return self.norm(x)
+
+
+class Model(nn.Module):
+    """`model(input_ids [B, T], cache=None) -> logits [B, T, vocab]`."""
+
+    def __init__(self, cfg: ModelConfig, mtp: bool = False):
+        super().__init__()
+        self.config = cfg
+        self.model = Qwen3NextModel(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if mtp:
+            self.mtp = MTP(cfg)
+
+    @property
+    def layers(self):
+        return self.model.layers
+
+    @property
+    def has_mtp(self) -> bool:
+        return "mtp" in self
+
+    def make_cache(self, left_pad: Optional[mx.array] = None) -> HybridCache:
+        """A fresh hybrid cache; `left_pad[b]` = padding tokens at the start of row b."""
+        cache = HybridCache(self.config.layer_types)
+        if left_pad is not None:
+            cache.left_pad = mx.array(left_pad)
+        return cache
+
+    def hidden(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
+        """Post-final-norm hidden states [B, T, hidden] (the MTP head's input)."""
+        return self.model(input_ids, cache)
+
+    def logits(self, hidden: mx.array) -> mx.array:
+        if self.config.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
+        return self.logits(self.hidden(input_ids, cache))
+
+    def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
+                    cache: Optional[HybridCache] = None):
+        """One MTP draft step: (draft logits, MTP output = the next step's hidden input)."""
+        out = self.mtp(self.model.embed_tokens(next_ids), hidden, cache)
+        return self.logits(out), out

@@ -1,0 +1,95 @@
+"""Stacked experts: one [E, out, in] weight per projection, applied with a gather matmul.
+
+`SwitchLinear.to_quantized` lets `nn.quantize` turn it into `QuantizedSwitchLinear`
+(weight, scales, biases in mlx-lm's layout), so converted checkpoints load here
+and in mlx-lm alike.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+class SwitchLinear(nn.Module):
+    def __init__(self, input_dims: int, output_dims: int, num_experts: int):
+        super().__init__()
+        scale = input_dims**-0.5
+        self.weight = mx.random.uniform(-scale, scale, (num_experts, output_dims, input_dims))
+
+    def __call__(self, x, indices, sorted_indices=False):
+        w = self.weight
+        if w.dtype != mx.float32 and mx.default_device() == mx.cpu:
+            # MLX's CPU gather_mm is float32-only
+            return _cpu_gather_mm(x, w, indices, sorted_indices)
+        return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices,
+                            sorted_indices=sorted_indices)
+
+    def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
+        q = QuantizedSwitchLinear.__new__(QuantizedSwitchLinear)
+        nn.Module.__init__(q)
+        q.group_size, q.bits, q.mode = group_size, bits, mode
+        q.weight, q.scales, *biases = mx.quantize(self.weight, group_size, bits, mode=mode)
+        if biases:
+            q.biases = biases[0]
+        q.freeze()
+        return q
+
+
+class QuantizedSwitchLinear(nn.Module):
+    def __init__(self, input_dims, output_dims, num_experts, group_size=64, bits=4,
+                 mode="affine"):
+        super().__init__()
+        self.group_size, self.bits, self.mode = group_size, bits, mode
+        w = mx.zeros((num_experts, output_dims, input_dims))
+        self.weight, self.scales, *biases = mx.quantize(w, group_size, bits, mode=mode)
+        if biases:
+            self.biases = biases[0]
+        self.freeze()
+
+    def __call__(self, x, indices, sorted_indices=False):
+        return mx.gather_qmm(
+            x, self.weight, self.scales, self.get("biases"), rhs_indices=indices,
+            transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
+            sorted_indices=sorted_indices,
+        )
+
+
+class SwitchGLU(nn.Module):
+    """SwiGLU experts: down(silu(gate(x)) * up(x)) for each token's selected experts."""
+
+    def __init__(self, hidden: int, intermediate: int, num_experts: int):
+        super().__init__()
+        self.gate_proj = SwitchLinear(hidden, intermediate, num_experts)
+        self.up_proj = SwitchLinear(hidden, intermediate, num_experts)
+        self.down_proj = SwitchLinear(intermediate, hidden, num_experts)
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        """x [..., H], indices [..., k] -> [..., k, H]."""
+        x = mx.expand_dims(x, (-2, -3))  # [..., 1, 1, H]
+        # Many tokens: sort (token, expert) pairs by expert so each expert's rows are contiguous.
+        do_sort = indices.size >= 64
+        if do_sort:
+            x, idx, inv_order = _sort_by_expert(x, indices)
+        else:
+            idx = indices
+        h = nn.silu(self.gate_proj(x, idx, do_sort)) * self.up_proj(x, idx, do_sort)
+        out = self.down_proj(h, idx, do_sort)
+        if do_sort:
+            return out[inv_order].reshape(*indices.shape, -1)
+        return out.squeeze(-2)
+
+
+def _cpu_gather_mm(x, w, indices, sorted_indices):
+    out = mx.gather_mm(x.astype(mx.float32), w.astype(mx.float32).swapaxes(-1, -2),
+                       rhs_indices=indices, sorted_indices=sorted_indices)
+    return out.astype(x.dtype)
+
+
+def _sort_by_expert(x, indices):
+    k = indices.shape[-1]
+    flat = indices.flatten()
+    order = mx.argsort(flat)
+    inv_order = mx.argsort(order)
+    x = x.reshape(-1, 1, x.shape[-1])[order // k]
+    return x, flat[order], inv_order

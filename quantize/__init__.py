@@ -5,6 +5,7 @@
     print(result.summary())
 """
 
+from .check import check, compare, format_check
 from .convert import DEFAULT_SHARD_BYTES, ConvertResult, convert
 from .errors import ConvertError
 from .plan import Plan, make_plan
@@ -19,7 +20,10 @@ __all__ = [
     "Plan",
     "QuantSpec",
     "Recipe",
+    "check",
+    "compare",
     "convert",
+    "format_check",
     "make_plan",
     "make_recipe",
     "parse_size",

@@ -75,14 +75,17 @@ def read_source_config(source: Path) -> tuple[dict, ModelConfig]:
 
 def make_plan(
     source,
-    recipe: str = "4bit",
+    recipe="4bit",
     bits: Optional[int] = None,
     group_size: Optional[int] = None,
     max_memory=None,
 ) -> Plan:
     source = Path(source)
     raw, cfg = read_source_config(source)
-    rec = make_recipe(recipe, cfg.num_hidden_layers, bits, group_size)
+    if isinstance(recipe, Recipe):
+        rec = recipe
+    else:
+        rec = make_recipe(recipe, cfg.num_hidden_layers, bits, group_size)
     budget = parse_size(max_memory) if max_memory is not None else None
     reader = SourceReader(source)
     tensors = plan_tensors(reader.tensors)

@@ -68,11 +68,25 @@ class KVCache:
 
 
 class DeltaNetCache:
-    """conv_state [B, kernel-1, conv_dim] and recurrent state [B, Hv, Dv, Dk] (float32)."""
+    """conv_state [B, kernel-1, conv_dim] and recurrent state [B, Hv, Dv, Dk] (float32).
+
+    With `keep_steps` set (speculative verification), the layer also keeps the
+    state after every token of the call, so `rewind` can go back to any of them.
+    """
 
     def __init__(self):
         self.conv_state: Optional[mx.array] = None
         self.recurrent_state: Optional[mx.array] = None
+        self.keep_steps = False
+        self.step_states: Optional[list] = None  # state before the last call, then after each token
+        self.step_window: Optional[mx.array] = None  # [conv_state, x] of the last call
+
+    def rewind(self, keep: int):
+        """Keep only the first `keep` tokens of the last (verification) call."""
+        self.recurrent_state = self.step_states[keep]
+        width = self.conv_state.shape[1]
+        self.conv_state = self.step_window[:, keep : keep + width, :]
+        self.step_states = self.step_window = None
 
     @property
     def nbytes(self) -> int:
@@ -133,6 +147,23 @@ class HybridCache(list):
         self.offset, self.left_pad = snap.offset, snap.left_pad
         for c, state in zip(self, snap.layers):
             c.set_state(state)
+
+    def keep_steps(self, on: bool = True):
+        """Make DeltaNet layers keep per-token states (for `rewind`) on the next calls."""
+        for c in self:
+            if isinstance(c, DeltaNetCache):
+                c.keep_steps = on
+
+    def rewind(self, drop: int):
+        """Forget the last `drop` tokens of the last call, made with keep_steps on."""
+        if drop <= 0:
+            return
+        for c in self:
+            if isinstance(c, KVCache):
+                c.trim(drop)
+            else:
+                c.rewind(len(c.step_states) - 1 - drop)
+        self.offset -= drop
 
     def trim_kv(self, n: int):
         """Drop the last n positions from the KV caches only (DeltaNet state is untouched)."""

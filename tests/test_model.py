@@ -95,3 +95,24 @@ def test_bfloat16_checkpoint(make_checkpoint):
     bf16 = np.array(bf16.astype(mx.float32))
     assert rel_err(bf16, ref) <= 0.1
     assert (bf16.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
+
+
+def test_rewind_after_verify_equals_never_having_seen_the_tokens(tiny_checkpoint):
+    """Speculative verification: keep per-token states, then drop rejected tokens."""
+    model = load_model(tiny_checkpoint)
+    ids = mx.array(random_ids((1, 10), seed=8))
+    for keep in range(0, 5):
+        cache = model.make_cache()
+        model(ids, cache)
+        cache.keep_steps(True)
+        verify = model(mx.array([[11, 12, 13, 14]]), cache)
+        cache.keep_steps(False)
+        cache.rewind(4 - keep)
+        assert cache.offset == 10 + keep
+        after = model(mx.array([[20, 21]]), cache)
+
+        ref_cache = model.make_cache()
+        ref = model(mx.concatenate([ids, mx.array([[11, 12, 13, 14][:keep] + [20, 21]])], 1),
+                    ref_cache)
+        assert rel_err(verify, model(mx.concatenate([ids, mx.array([[11, 12, 13, 14]])], 1))[:, 10:]) <= 1e-4
+        assert rel_err(after, ref[:, -2:]) <= 1e-4

@@ -51,6 +51,8 @@ class GatedDeltaNet(nn.Module):
         window = mx.concatenate([state.astype(x.dtype), x], axis=1)
         if cache is not None:
             cache.conv_state = window[:, -(self.kernel - 1) :, :]
+            if cache.keep_steps:
+                cache.step_window = window
         w = self.conv1d.weight[:, :, 0]  # [C, K]
         out = window[:, 0:L, :] * w[:, 0]
         for i in range(1, self.kernel):
@@ -73,11 +75,27 @@ class GatedDeltaNet(nn.Module):
             a.astype(mx.float32) + self.dt_bias.astype(mx.float32)
         )
         state = cache.recurrent_state if cache is not None else None
-        y, state = gated_delta(q.astype(x.dtype), k.astype(x.dtype), v, g, beta, state, lengths)
+        q, k = q.astype(x.dtype), k.astype(x.dtype)
+        if cache is not None and cache.keep_steps:
+            y, state = self.stepwise(cache, q, k, v, g, beta, state)
+        else:
+            y, state = gated_delta(q, k, v, g, beta, state, lengths)
         if cache is not None:
             cache.recurrent_state = state
         y = self.norm(y, z)
         return self.out_proj(y.reshape(B, L, -1))
+
+
+    @staticmethod
+    def stepwise(cache, q, k, v, g, beta, state):
+        """The recurrence one token at a time, keeping every state (a few verify tokens)."""
+        ys, cache.step_states = [], [state]
+        for t in range(q.shape[1]):
+            s = slice(t, t + 1)
+            y, state = gated_delta(q[:, s], k[:, s], v[:, s], g[:, s], beta[:, s], state)
+            ys.append(y)
+            cache.step_states.append(state)
+        return mx.concatenate(ys, axis=1), state
 
 
 def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:

@@ -1,0 +1,159 @@
+"""Every delta-rule path against the token-by-token oracle (and the oracle
+against transformers)."""
+
+import warnings
+
+import mlx_qwen3next  # noqa: F401  (loads OpenBLAS before mlx.core)
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_qwen3next.kernels import gated_delta
+from mlx_qwen3next.kernels import selfcheck
+from mlx_qwen3next.kernels.chunked import doubling_inverse, gated_delta_chunked, unit_lower_inverse
+from mlx_qwen3next.kernels.decode import MAX_T, gated_delta_decode
+from mlx_qwen3next.kernels.reference import gated_delta_reference
+from mlx_qwen3next.kernels.selfcheck import checked_call, relative_error
+
+DK, DV, HK = 32, 48, 2
+
+
+def make_inputs(T, ratio=2, B=2, dtype=mx.float32, seed=0, Dk=DK, Dv=DV):
+    mx.random.seed(seed)
+    Hv = HK * ratio
+    unit = lambda x: x / mx.linalg.norm(x, axis=-1, keepdims=True)
+    q = unit(mx.random.normal((B, T, HK, Dk))) * Dk**-0.5
+    k = unit(mx.random.normal((B, T, HK, Dk)))
+    v = mx.random.normal((B, T, Hv, Dv))
+    g = -mx.exp(mx.random.normal((B, T, Hv)) - 2.0)  # decays from ~1 to strong
+    beta = mx.sigmoid(mx.random.normal((B, T, Hv)))
+    state = 0.3 * mx.random.normal((B, Hv, Dv, Dk))
+    return [x.astype(dtype) for x in (q, k, v, g, beta)] + [state]
+
+
+def assert_close(got, want, tol):
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert relative_error(a, b) <= tol
+
+
+@pytest.mark.parametrize("T", [1, 7, 63, 64, 65, 200, 1000])
+@pytest.mark.parametrize("ratio", [1, 2, 4])
+def test_chunked_matches_reference_with_state(T, ratio):
+    args = make_inputs(T, ratio, seed=T + ratio)
+    assert_close(gated_delta_chunked(*args), gated_delta_reference(*args), 1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 7, 63, 64, 65, 200, 1000])
+def test_chunked_matches_reference_from_zero_state(T):
+    args = make_inputs(T, seed=T)[:5]
+    y, state = gated_delta_chunked(*args)
+    assert state.dtype == mx.float32
+    assert_close((y, state), gated_delta_reference(*args), 1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 7, 65, 200, 1000])
+def test_chunked_matches_reference_bfloat16(T):
+    args = make_inputs(T, ratio=4, dtype=mx.bfloat16, seed=T)
+    y, state = gated_delta_chunked(*args)
+    assert y.dtype == mx.bfloat16 and state.dtype == mx.float32
+    assert_close((y, state), gated_delta_reference(*args), 2e-2)
+
+
+@pytest.mark.parametrize("T", range(1, MAX_T + 1))
+def test_decode_matches_reference(T):
+    args = make_inputs(T, ratio=2 if T % 2 else 4, seed=T)
+    assert_close(gated_delta_decode(*args), gated_delta_reference(*args), 1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 3, MAX_T, MAX_T + 1, 130])
+def test_gated_delta_matches_reference(T):
+    args = make_inputs(T, seed=T)
+    assert_close(gated_delta(*args), gated_delta_reference(*args), 1e-5)
+
+
+@pytest.mark.parametrize("path", [gated_delta, gated_delta_chunked, gated_delta_decode])
+@pytest.mark.parametrize("T", [5, 150])
+def test_left_padded_batch_equals_rows_alone(path, T):
+    q, k, v, g, beta, state = make_inputs(T, B=3, seed=T)
+    lengths = [T, T - 3, 1]
+    pad = mx.arange(T)[None, :, None, None] < (T - mx.array(lengths))[:, None, None, None]
+    v = mx.where(pad, mx.nan, v)  # garbage in padded slots must not leak
+    y, final = path(q, k, v, g, beta, state, mx.array(lengths))
+    for b, L in enumerate(lengths):
+        row = [x[b:b + 1, T - L:] for x in (q, k, v, g, beta)] + [state[b:b + 1]]
+        y_row, s_row = gated_delta_reference(*row)
+        assert_close((y[b:b + 1, T - L:], final[b:b + 1]), (y_row, s_row), 1e-5)
+        assert mx.all(y[b, :T - L] == 0).item()
+
+
+def test_reference_matches_transformers_recurrence():
+    torch = pytest.importorskip("torch")
+    modeling = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
+    q, k, v, g, beta, state = (x.astype(mx.float64) for x in make_inputs(37, ratio=2))
+    y, final = gated_delta_reference(q, k, v, g, beta, state)
+    assert y.dtype == mx.float64
+    t = lambda x: torch.from_numpy(np.array(x))
+    # transformers scales q by Dk^-0.5 itself, keeps the state as [Dk, Dv], and
+    # computes in float32 whatever it is given.
+    y_hf, s_hf = modeling.torch_recurrent_gated_delta_rule(
+        t(q * DK**0.5), t(k), t(v), t(g), t(beta), initial_state=t(state.swapaxes(-1, -2)),
+        output_final_state=True, use_qk_l2norm_in_kernel=False)
+    assert_close((y, final.swapaxes(-1, -2)),
+                 (mx.array(y_hf.double().numpy()), mx.array(s_hf.double().numpy())), 1e-5)
+
+
+def test_unit_lower_inverse_both_ways():
+    A = mx.tril(0.3 * mx.random.normal((5, 64, 64)), -1)
+    want = mx.linalg.inv(mx.eye(64) + A, stream=mx.cpu)
+    assert relative_error(unit_lower_inverse(A), want) <= 1e-5
+    assert relative_error(doubling_inverse(A), want) <= 1e-5
+
+
+def test_selfcheck_falls_back_and_warns_once():
+    selfcheck.reset()
+    args = make_inputs(3)
+    wrong = lambda *a: tuple(x + 1 for x in gated_delta_decode(*a))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outs = [checked_call("bad", ("k",), wrong, gated_delta_decode, *args) for _ in range(3)]
+        checked_call("bad", ("other shape",), wrong, gated_delta_decode, *args)
+    assert len([w for w in caught if "bad" in str(w.message)]) == 1
+    for out in outs:
+        assert_close(out, gated_delta_reference(*args), 1e-5)
+    selfcheck.reset()
+
+
+def test_selfcheck_treats_a_crash_as_disagreement_and_trusts_a_good_kernel():
+    selfcheck.reset()
+    args = make_inputs(2)
+    calls = []
+
+    def good(*a):
+        calls.append(1)
+        return gated_delta_reference(*a)
+
+    def broken(*a):
+        raise RuntimeError("kernel failed to compile")
+
+    with pytest.warns(RuntimeWarning):
+        checked_call("broken", (), broken, gated_delta_decode, *args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            checked_call("good", (), good, gated_delta_decode, *args)
+    assert len(calls) == 3  # checked once, then used
+    selfcheck.reset()
+
+
+@pytest.mark.skipif(not mx.metal.is_available(), reason="needs Metal")
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("T", range(1, MAX_T + 1))
+@pytest.mark.parametrize("Dk,Dv,ratio", [(32, 48, 2), (128, 128, 2), (64, 32, 1)])
+def test_metal_decode_kernel_matches_reference(dtype, T, Dk, Dv, ratio):
+    from mlx_qwen3next.kernels.metal import gated_delta_metal
+
+    args = make_inputs(T, ratio, dtype=dtype, seed=T, Dk=Dk, Dv=Dv)
+    with mx.stream(mx.gpu):
+        got = gated_delta_metal(*args)
+    assert_close(got, gated_delta_reference(*args), 1e-5 if dtype == mx.float32 else 2e-2)

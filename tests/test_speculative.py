@@ -1,0 +1,154 @@
+"""Speculative decoding with the MTP head: same greedy output, same sampling distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mlx.core as mx
+from mlx_qwen3next import load_model
+from mlx_qwen3next.sampling_dist import SamplingParams
+from mlx_qwen3next.speculative import MTPStats, speculative_stream
+from mlx_qwen3next.tiny import random_weights, tiny_config, write_checkpoint
+
+
+def drafting_weights(main_scale: float, seed: int = 0) -> dict:
+    """Random weights where the MTP head drafts the main model's greedy token.
+
+    Every main-layer branch is scaled by `main_scale`: at 0 the main model's next
+    token depends only on the current token, hidden = norm(embed(token)); the MTP
+    head is built to compute exactly that for the token it is given, so its draft
+    is the main model's prediction. Above 0 the context matters and drafts miss
+    sometimes, which exercises partial acceptance.
+    """
+    cfg = tiny_config()
+    w = random_weights(cfg, seed=seed)
+    H = cfg["hidden_size"]
+    for name in w:
+        if name.startswith("model.layers.") and name.endswith(
+            ("o_proj.weight", "out_proj.weight", "down_proj.weight")
+        ):
+            w[name] = w[name] * main_scale
+        if name.startswith("mtp.layers.0.") and name.endswith(("o_proj.weight", "down_proj.weight")):
+            w[name] = np.zeros_like(w[name])
+    w["mtp.fc.weight"] = np.concatenate([np.eye(H), np.zeros((H, H))], axis=1).astype(np.float32)
+    w["mtp.pre_fc_norm_embedding.weight"] = np.zeros(H, np.float32)
+    w["mtp.norm.weight"] = w["model.norm.weight"].copy()
+    return w
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    def make(name, scale):
+        path = tmp_path_factory.mktemp(name)
+        write_checkpoint(path, weights=drafting_weights(scale), dtype="float32")
+        return load_model(path)
+
+    return {"random": None, "perfect": make("perfect", 0.0), "partial": make("partial", 0.3)}
+
+
+@pytest.fixture(scope="module")
+def random_model(tiny_checkpoint):
+    return load_model(tiny_checkpoint)
+
+
+def greedy_plain(model, prompt, n):
+    cache = model.make_cache()
+    logits = model(mx.array([prompt]), cache)
+    out = []
+    for _ in range(n):
+        token = int(mx.argmax(logits[0, -1]).item())
+        out.append(token)
+        logits = model(mx.array([[token]]), cache)
+    return out
+
+
+def spec(model, prompt, n, k, **kw):
+    stats = MTPStats()
+    cache = model.make_cache()
+    tokens = [t for t, _ in speculative_stream(model, prompt, cache, draft_tokens=k,
+                                                max_tokens=n, stats=stats, **kw)]
+    return tokens, stats, cache
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("which", ["random", "partial", "perfect"])
+def test_greedy_identical_to_plain_decoding(checkpoints, random_model, which, k):
+    model = checkpoints[which] or random_model
+    rng = np.random.default_rng(k)
+    for length, n in [(1, 12), (5, 20), (23, 16)]:
+        prompt = rng.integers(0, 500, length).tolist()
+        tokens, stats, cache = spec(model, prompt, n, k)
+        assert tokens == greedy_plain(model, prompt, n)
+        assert cache.offset == length + n - 1  # prompt + yielded tokens but the last
+
+
+def test_partial_model_mixes_accepts_and_rejects(checkpoints):
+    _, stats, _ = spec(checkpoints["partial"], [1, 2, 3, 4], 40, 3)
+    assert 0.1 < stats.acceptance < 0.95
+
+
+def test_good_drafts_are_accepted_and_save_forwards(checkpoints):
+    for k in (1, 2, 3):
+        _, stats, _ = spec(checkpoints["perfect"], [7, 8, 9], 41, k)
+        assert stats.acceptance >= 0.95
+        # one prefill forward, then about k + 1 tokens per verify forward
+        assert stats.forwards <= 1 + int(np.ceil(40 / (k + 1))) + 1
+        assert stats.tokens_per_forward >= 0.9 * (k + 1) * 40 / 41
+
+
+def test_early_stop_leaves_cache_at_last_yielded_token(checkpoints):
+    model = checkpoints["perfect"]
+    prompt = [3, 1, 4, 1, 5]
+    cache = model.make_cache()
+    stream = speculative_stream(model, prompt, cache, draft_tokens=3, max_tokens=50)
+    got = [next(stream)[0] for _ in range(6)]  # stop in the middle of a verify round
+    stream.close()
+    assert cache.offset == len(prompt) + 5
+    # continuing from that cache gives what plain decoding gives
+    logits = model(mx.array([[got[-1]]]), cache)
+    assert int(mx.argmax(logits[0, -1]).item()) == greedy_plain(model, prompt, 7)[6]
+
+
+def test_checkpoint_without_mtp_is_a_clear_error(make_checkpoint):
+    model = load_model(make_checkpoint("nomtp", mtp=False))
+    with pytest.raises(ValueError, match="no MTP head"):
+        next(speculative_stream(model, [1, 2], model.make_cache()))
+
+
+def chi_square_p_value(observed: np.ndarray, expected: np.ndarray) -> float:
+    keep = expected > 0
+    stat = float((((observed - expected) ** 2)[keep] / expected[keep]).sum())
+    dof = int(keep.sum()) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64),
+                                         torch.tensor(stat / 2.0, dtype=torch.float64)))
+
+
+def test_sampling_distribution_matches_main_model(checkpoints):
+    """Pairs (token 1, token 2) sampled with MTP k=2 follow the main model's exact distribution."""
+    model = checkpoints["partial"]
+    prompt = [10, 20, 30]
+    sampling = SamplingParams(temperature=1.0, top_k=4)
+    # exact joint distribution of the first two tokens under the main model alone
+    cache = model.make_cache()
+    p1 = np.array(sampling.probs(model(mx.array([prompt]), cache)[:, -1]))[0]
+    snap = cache.snapshot()
+    expected = {}
+    for t1 in np.nonzero(p1)[0]:
+        cache.restore(snap)
+        p2 = np.array(sampling.probs(model(mx.array([[int(t1)]]), cache)[:, -1]))[0]
+        for t2 in np.nonzero(p2)[0]:
+            expected[(int(t1), int(t2))] = p1[t1] * p2[t2]
+    mx.random.seed(1234)
+    n, counts, stats = 600, {}, MTPStats()
+    for _ in range(n):
+        out = [t for t, _ in speculative_stream(model, prompt, model.make_cache(), draft_tokens=2,
+                                                 max_tokens=2, sampling=sampling, stats=stats)]
+        counts[tuple(out)] = counts.get(tuple(out), 0) + 1
+    assert set(counts) <= set(expected)
+    keys = sorted(expected)
+    observed = np.array([counts.get(k, 0) for k in keys], float)
+    exp = np.array([expected[k] for k in keys]) * n
+    assert 0.05 < stats.acceptance < 0.98  # both branches of the rejection sampler ran
+    assert chi_square_p_value(observed, exp) > 0.001

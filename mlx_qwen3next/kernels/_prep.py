@@ -30,3 +30,22 @@ def init_state(state, B, Hv, Dv, Dk, dtype):
     if state is None:
         return mx.zeros((B, Hv, Dv, Dk), dtype=dtype)
     return state.astype(dtype)
+
+
+def causal_decay(G):
+    """exp(G_i - G_j) for j <= i, else 0, from cumulative log-decays G [..., C].
+
+    Built from the difference, never exp(G_i) / exp(G_j), which would
+    overflow for strong decays."""
+    C = G.shape[-1]
+    causal = mx.tril(mx.ones((C, C), dtype=mx.bool_))
+    return mx.exp(mx.where(causal, G[..., :, None] - G[..., None, :], -mx.inf))
+
+
+def eval_if_eager(*arrays):
+    """mx.eval, except while mx.compile / vmap trace (nothing to free then)."""
+    try:
+        mx.eval(*arrays)
+    except ValueError as e:
+        if "function transformations" not in str(e):
+            raise

@@ -12,7 +12,7 @@ time so long prompts keep a bounded set of intermediates.
 
 import mlx.core as mx
 
-from ._prep import accum_dtype, init_state, mask_padding
+from ._prep import accum_dtype, causal_decay, eval_if_eager, init_state, mask_padding
 
 CHUNK = 64
 GROUP = 8  # chunks per group (512 tokens at C = 64)
@@ -34,7 +34,7 @@ def gated_delta_chunked(q, k, v, g, beta, state=None, lengths=None, *,
         y, H = _group(*part, H, C)
         ys.append(y.astype(out_dtype))
         if T > span:  # bound memory: one group's intermediates at a time
-            mx.eval(ys[-1], H)
+            eval_if_eager(ys[-1], H)
     y = ys[0] if len(ys) == 1 else mx.concatenate(ys, axis=1)
     return y, H.reshape(B, Hv, Dk, Dv).swapaxes(-1, -2)
 
@@ -48,12 +48,13 @@ def _group(q, k, v, g, beta, H, C):
     qc, kc = (_split(x[:, :, :, None], pad, C) for x in (q, k))  # [n,B,Hk,1,C,Dk]
     vc = _split(v.reshape(B, t, Hk, -1, Dv), pad, C)  # [n,B,Hk,r,C,Dv]
     gc, bc = (_split(x.reshape(B, t, Hk, -1), pad, C) for x in (g, beta))  # [n,B,Hk,r,C]
-    W, U, kd, qg, Aqk, gC = (x.reshape(n, B * Hv, *x.shape[-2:])
-                             for x in _intra(qc, kc, vc, gc, bc))
+    WQ, U, kd, Aqk, gC = (x.reshape(n, B * Hv, *x.shape[-2:])
+                          for x in _intra(qc, kc, vc, gc, bc))
     ys = []
     for i in range(n):  # the only sequential part: carry the state
-        vn = U[i] - W[i] @ H
-        ys.append(qg[i] @ H + Aqk[i] @ vn)
+        WQH = WQ[i] @ H  # W H and (Q e^G) H in one product
+        vn = U[i] - WQH[:, :C]
+        ys.append(WQH[:, C:] + Aqk[i] @ vn)
         H = H * gC[i] + kd[i] @ vn
     y = mx.stack(ys).reshape(n, B, Hv, C, Dv).transpose(1, 0, 3, 2, 4)
     return y.reshape(B, n * C, Hv, Dv)[:, :t], H
@@ -70,21 +71,19 @@ def _split(x, pad, C):
 
 @mx.compile
 def _intra(q, k, v, g, beta):
-    """Everything that is parallel over chunks: W, U, K decayed to the chunk end
-    (transposed), Q e^G, the causal decayed Q K^T, and the chunk decay e^{G_C}."""
-    C = q.shape[-2]
+    """Everything that is parallel over chunks: [W; Q e^G], U, K decayed to the
+    chunk end (transposed), the causal decayed Q K^T, and the chunk decay e^{G_C}."""
+    C, Dk = q.shape[-2:]
     G = mx.cumsum(g, axis=-1)
-    causal = mx.tril(mx.ones((C, C), dtype=mx.bool_))
-    decay = mx.exp(mx.where(causal, G[..., :, None] - G[..., None, :], -mx.inf))
-    kT = k.swapaxes(-1, -2)
-    Tinv = unit_lower_inverse(mx.tril((k @ kT) * decay * beta[..., None], -1))
-    W = Tinv @ (k * (beta * mx.exp(G))[..., None])
-    U = Tinv @ (v * beta[..., None])
+    eG = mx.exp(G)[..., None]
+    decay = causal_decay(G)
+    KQk = mx.concatenate([k, q], axis=-2) @ k.swapaxes(-1, -2)  # K K^T over Q K^T
+    Tinv = unit_lower_inverse(mx.tril(KQk[..., :C, :] * decay * beta[..., None], -1))
+    bk = mx.broadcast_to(k, v.shape[:-1] + (Dk,))
+    WU = Tinv @ mx.concatenate([bk * (beta[..., None] * eG), v * beta[..., None]], axis=-1)
+    WQ = mx.concatenate([WU[..., :Dk], q * eG], axis=-2)
     kd = (k * mx.exp(G[..., -1:] - G)[..., None]).swapaxes(-1, -2)
-    qg = q * mx.exp(G)[..., None]
-    qg = mx.broadcast_to(qg, W.shape)
-    Aqk = (q @ kT) * decay
-    return W, U, kd, qg, Aqk, mx.exp(G[..., -1:])[..., None]
+    return WQ, WU[..., Dk:], kd, KQk[..., C:, :] * decay, mx.exp(G[..., -1:])[..., None]
 
 
 def unit_lower_inverse(A):

@@ -8,7 +8,7 @@ three passes per token in a token loop.
 
 import mlx.core as mx
 
-from ._prep import accum_dtype, init_state, mask_padding
+from ._prep import accum_dtype, causal_decay, init_state, mask_padding
 
 MAX_T = 8
 
@@ -34,8 +34,7 @@ def _few_tokens(q, k, v, g, beta, S):
     T = q.shape[-2]
     G = mx.cumsum(g, axis=-1)
     eG = mx.exp(G)[..., None]
-    causal = mx.tril(mx.ones((T, T), dtype=mx.bool_))
-    decay = mx.exp(mx.where(causal, G[..., :, None] - G[..., None, :], -mx.inf))
+    decay = causal_decay(G)
     kT = k.swapaxes(-1, -2)
     P = (S @ mx.concatenate([kT, q.swapaxes(-1, -2)], axis=-1)).swapaxes(-1, -2)
     Sk, Sq = P[..., :T, :], P[..., T:, :]  # rows S k_j and S q_j, [.., T, Dv]

@@ -20,3 +20,14 @@ __all__ = [
     "load",
     "load_model",
 ]
+from .chat import ChatSession, SessionStats  # noqa: E402
+from .generate import GenerationResponse, generate, stream_generate  # noqa: E402
+from .long_context import context_limit, set_rope_scaling  # noqa: E402
+from .memory import InsufficientMemoryError, check_fits, wired_limit  # noqa: E402
+from .sampling import SamplingConfig  # noqa: E402
+
+__all__ += [
+    "ChatSession", "GenerationResponse", "InsufficientMemoryError", "SamplingConfig",
+    "SessionStats", "check_fits", "context_limit", "generate", "set_rope_scaling",
+    "stream_generate", "wired_limit",
+]

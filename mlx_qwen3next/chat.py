@@ -1,0 +1,295 @@
+"""ChatSession: a multi-turn chat that keeps the hybrid cache between turns.
+
+The messages are the truth; the cache follows them. Each turn renders the whole
+conversation with the chat template and feeds only the text past what the
+cache already holds (the model's own reply tokens stay as generated). When the
+history changed behind the cache (undo, retry, a new system prompt, a reply cut
+by a stop string), the session goes back to the newest checkpoint whose text
+is still a prefix, or starts over; DeltaNet state cannot be trimmed, so
+checkpoints are how it goes back. A checkpoint costs the DeltaNet state (about
+74 MB on the real model, nothing for the KV cache); at most `max_snapshots`
+are kept (two per turn: before the user's tokens and before the reply).
+
+Interrupting a reply (closing its iterator, `break`, Ctrl-C): if at least one
+token came, the partial reply is KEPT as the assistant message (`retry()`
+regenerates it, `undo()` drops the turn); if none came, the turn is dropped.
+The session stays usable either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .generate import PREFILL_STEP, GenerationResponse, prefill, stream_generate
+from .kv_quant import quantize_kv
+from .long_context import context_limit
+from .memory import wired_limit
+from .prompt import check_max_tokens, check_stop, check_text, encode_text, render_chat
+from .rollback import Mark, mark, marks_nbytes, rewind
+from .sampling import SamplingConfig, default_sampling
+
+_SAMPLING = {f.name for f in fields(SamplingConfig)}
+_OTHER = ("max_tokens", "stop", "system")
+
+
+@dataclass
+class SessionStats:
+    ttft: float = 0.0  # seconds from send() to the first reply token, last turn
+    prompt_tokens: int = 0  # tokens prefilled for the last turn (only the new ones)
+    prompt_tps: float = 0.0
+    generation_tokens: int = 0
+    generation_tps: float = 0.0
+    context_used: int = 0  # tokens in the conversation the model has seen
+    max_context: int = 0
+    cache_bytes: int = 0
+    snapshot_bytes: int = 0
+    peak_memory: float = 0.0  # GB
+
+
+@dataclass
+class _Checkpoint:
+    text: str  # the conversation text the cache + pending token stand for
+    n_ids: int
+    pending: Optional[int]  # yielded or last prompt token, not in the cache yet
+    mark: Mark
+
+
+class ChatSession:
+    """`for chunk in session.send("Hi"): print(chunk.text, end="")`."""
+
+    def __init__(self, model, tokenizer, system: Optional[str] = None, *,
+                 tools: Optional[list] = None, max_tokens: Optional[int] = 1024,
+                 stop=None, max_context: Optional[int] = None,
+                 prefill_step_size: int = PREFILL_STEP, kv_bits: Optional[int] = None,
+                 max_snapshots: int = 6, mtp: Optional[bool] = None, draft_tokens: int = 1,
+                 **sampling):
+        self.model, self.tokenizer, self.tools = model, tokenizer, tools
+        self.sampling = default_sampling(tokenizer, model).update(**sampling)
+        self.max_tokens, self.stop = check_max_tokens(max_tokens), check_stop(stop)
+        self.max_context = max_context or context_limit(model.config)
+        self.prefill_step_size, self.kv_bits = prefill_step_size, kv_bits
+        self.max_snapshots, self.mtp, self.draft_tokens = max(1, max_snapshots), mtp, draft_tokens
+        self._messages: list[dict] = []
+        self._active = None
+        self._last = SessionStats()
+        if system is not None:
+            self.set("system", system)
+        if self.sampling.seed is not None:
+            self.set("seed", self.sampling.seed)
+        self._reset_cache()
+
+    # -- settings -----------------------------------------------------------
+    def set(self, key: str, value) -> None:
+        """Change a setting (a sampling field, max_tokens, stop, system); ValueError if bad."""
+        if key in _SAMPLING:
+            self.sampling = self.sampling.update(**{key: value})
+            if key == "seed" and value is not None:
+                import mlx.core as mx
+
+                mx.random.seed(value)
+        elif key == "max_tokens":
+            self.max_tokens = check_max_tokens(value)
+        elif key == "stop":
+            self.stop = check_stop(value)
+        elif key == "system":
+            self._close_active()
+            has = bool(self._messages) and self._messages[0]["role"] == "system"
+            if value:
+                if not isinstance(value, str):
+                    raise ValueError("system must be text")
+                msg = {"role": "system", "content": check_text(value, "system prompt")}
+                self._messages[:has] = [msg]
+            elif has:
+                del self._messages[0]
+        else:
+            known = ", ".join(sorted(_SAMPLING | set(_OTHER)))
+            raise ValueError(f"unknown setting {key!r} (known: {known})")
+
+    @property
+    def settings(self) -> dict:
+        return {**self.sampling.to_dict(), "max_tokens": self.max_tokens, "stop": self.stop,
+                "system": self.system}
+
+    @property
+    def system(self) -> Optional[str]:
+        m = self._messages
+        return m[0]["content"] if m and m[0]["role"] == "system" else None
+
+    # -- conversation ---------------------------------------------------------
+    @property
+    def messages(self) -> list[dict]:
+        return [dict(m) for m in self._messages]
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids of the conversation as the model sees it (cache + pending)."""
+        return self._ids + ([self._pending] if self._pending is not None else [])
+
+    def send(self, text: str) -> Iterator[GenerationResponse]:
+        """Add a user message and stream the reply (bad input raises ValueError now).
+
+        Nothing changes until the iterator is started."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("message is empty")
+        self._close_active()
+        messages = self._messages + [{"role": "user", "content": check_text(text, "message")}]
+        return self._start(messages)
+
+    def retry(self) -> Iterator[GenerationResponse]:
+        """Regenerate the last reply from the checkpoint before it."""
+        self._close_active()
+        if not self._messages or self._messages[-1]["role"] != "assistant":
+            raise ValueError("nothing to retry: the last message is not a reply")
+        return self._start(self._messages[:-1])
+
+    def undo(self) -> str:
+        """Drop the last turn (user message and its reply); returns the user's text."""
+        self._close_active()
+        users = [i for i, m in enumerate(self._messages) if m["role"] == "user"]
+        if not users:
+            raise ValueError("nothing to undo")
+        text = self._messages[users[-1]]["content"]
+        del self._messages[users[-1]:]
+        return text
+
+    def clear(self) -> None:
+        """Forget the conversation (the system prompt stays) and free the cache."""
+        self._close_active()
+        self._messages = [m for m in self._messages[:1] if m["role"] == "system"]
+        self._reset_cache()
+
+    # -- persistence ------------------------------------------------------------
+    def save(self, path) -> None:
+        data = {"format": "mlx-qwen3next-chat", "version": 1, "messages": self._messages,
+                "tools": self.tools, "settings": {k: v for k, v in self.settings.items()
+                                                  if k != "system"}}
+        Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+    def load(self, path) -> None:
+        """Replace the conversation and settings with a saved one (the next turn prefills it)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read chat ({e})") from None
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in messages):
+            raise ValueError(f"{path}: not a saved chat (needs a list of messages)")
+        self.clear()
+        for key, value in (data.get("settings") or {}).items():
+            self.set(key, value)
+        self._messages = [dict(m) for m in messages]
+        self.tools = data.get("tools")
+
+    # -- stats ------------------------------------------------------------------
+    @property
+    def stats(self) -> SessionStats:
+        return SessionStats(**{**asdict(self._last), "context_used": len(self.tokens),
+                               "max_context": self.max_context,
+                               "cache_bytes": self.cache.nbytes,
+                               "snapshot_bytes": marks_nbytes(c.mark for c in self._checkpoints)})
+
+    # -- internals --------------------------------------------------------------
+    def _reset_cache(self):
+        self.cache = self.model.make_cache()
+        if self.kv_bits is not None:
+            quantize_kv(self.cache, self.kv_bits)
+        self._ids, self._pending, self._text = [], None, ""
+        self._checkpoints: list[_Checkpoint] = []
+
+    def _close_active(self):
+        gen = self._active() if self._active is not None else None
+        self._active = None
+        if gen is not None:
+            gen.close()
+
+    def _checkpoint(self):
+        top = self._checkpoints[-1] if self._checkpoints else None
+        if top is None or (top.n_ids, top.pending) != (len(self._ids), self._pending):
+            self._checkpoints.append(
+                _Checkpoint(self._text, len(self._ids), self._pending, mark(self.cache)))
+            del self._checkpoints[: -self.max_snapshots]
+
+    def _start(self, messages):
+        feed, target = self._plan(messages)
+        gen = self._run(feed, target, messages)
+        self._active = weakref.ref(gen)
+        return gen
+
+    def _plan(self, messages):
+        """Render `messages`, go back as far as needed, return (tokens to feed, text)."""
+        target = render_chat(self.tokenizer, messages, self.tools)
+        if not target.startswith(self._text):
+            while self._checkpoints and not target.startswith(self._checkpoints[-1].text):
+                self._checkpoints.pop()
+            if self._checkpoints:
+                cp = self._checkpoints[-1]
+                rewind(self.cache, cp.mark)
+                self._ids, self._pending, self._text = self._ids[: cp.n_ids], cp.pending, cp.text
+            else:
+                self._reset_cache()
+        feed = ([self._pending] if self._pending is not None else [])
+        feed += encode_text(self.tokenizer, target[len(self._text):])
+        if not feed:
+            raise ValueError("nothing to generate from")
+        if len(self._ids) + len(feed) > self.max_context:
+            raise ValueError(f"the conversation needs {len(self._ids) + len(feed)} tokens but "
+                             f"the context holds {self.max_context}; undo or clear")
+        return feed, target
+
+    def _run(self, feed, target, messages):
+        t0 = time.perf_counter()
+        before, self._messages = self._messages, messages
+
+        def undo():
+            self._messages = before
+
+        self._checkpoint()
+        start = self._checkpoints[-1]
+        tokens, texts, finish, first = [], [], None, None
+        with wired_limit(self.model):
+            try:
+                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size)
+            except BaseException:
+                rewind(self.cache, start.mark)
+                undo()
+                raise
+            self._ids, self._pending, self._text = self._ids + feed[:-1], feed[-1], target
+            self._checkpoint()
+            stream = stream_generate(
+                self.model, self.tokenizer, [self._pending], cache=self.cache,
+                sampling=self.sampling.update(seed=None), max_tokens=self.max_tokens,
+                stop=self.stop, max_context=self.max_context, mtp=self.mtp,
+                draft_tokens=self.draft_tokens, prefill_step_size=self.prefill_step_size)
+            try:
+                for r in stream:
+                    first = first or time.perf_counter() - t0
+                    tokens.append(r.token)
+                    texts.append(r.text)
+                    finish = r.finish_reason
+                    self._last = SessionStats(
+                        ttft=first, prompt_tokens=len(feed), prompt_tps=len(feed) / first,
+                        generation_tokens=r.generation_tokens, generation_tps=r.generation_tps,
+                        peak_memory=r.peak_memory)
+                    yield r
+            finally:
+                stream.close()  # the cache now holds all but the last token (see token_stream)
+                self._end_turn(tokens, texts, finish, undo)
+
+    def _end_turn(self, tokens, texts, finish, undo):
+        if not tokens:
+            undo()
+            return
+        self._ids = self._ids + [self._pending] + tokens[:-1]
+        self._pending = tokens[-1]
+        self._text += self.tokenizer.decode(tokens)
+        eos = set(self.tokenizer.eos_token_ids)
+        content = "".join(texts) if finish else self.tokenizer.decode(
+            [t for t in tokens if t not in eos])
+        self._messages.append({"role": "assistant", "content": content})

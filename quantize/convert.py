@@ -109,25 +109,41 @@ def convert(
 
 
 def _write_tensors(plan: Plan, writer: ShardWriter, bar: Progress):
+    for group in _groups(plan.tensors):
+        step = max(1, CHUNK_BYTES // max(sum(t.row_bytes for t in group), 1))
+        bar.unit(group[0].name)
+        for lo in range(0, group[0].rows, step):
+            hi = min(group[0].rows, lo + step)
+            for t in group:
+                _convert_rows(t, plan, writer, lo, hi)
+                bar.advance((hi - lo) * t.row_bytes)
+
+
+def _groups(tensors: list) -> list[list]:
+    """A layer's stacked experts go together, a chunk of experts at a time, so that
+    reading walks each expert's tensors together instead of the layer three times."""
+    groups: list[list] = []
+    for t in tensors:
+        prev = groups[-1][0] if groups else None
+        if prev and t.op == prev.op == "stack" and t.unit == prev.unit and t.rows == prev.rows:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
+
+
+def _convert_rows(t, plan: Plan, writer: ShardWriter, lo: int, hi: int):
     import mlx.core as mx
 
-    for t in plan.tensors:
-        rows = t.shape[0] if t.shape else 1
-        row_bytes = t.source_bytes // rows
-        step = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        bar.unit(t.name)
-        for lo in range(0, rows, step):
-            hi = min(rows, lo + step)
-            w = t.read(plan.reader, lo, hi)
-            if t.quant is not None:
-                q, s, b = mx.quantize(w, group_size=t.quant.group_size, bits=t.quant.bits)
-                parts = [(f"{t.module}.weight", q), (f"{t.module}.scales", s), (f"{t.module}.biases", b)]
-            else:
-                parts = [(t.name, w)]
-            mx.eval(*[a for _, a in parts])
-            for name, a in parts:
-                writer.write(name, a, row=lo)
-            bar.advance((hi - lo) * row_bytes)
+    w = t.read(plan.reader, lo, hi)
+    if t.quant is not None:
+        q, s, b = mx.quantize(w, group_size=t.quant.group_size, bits=t.quant.bits)
+        parts = [(f"{t.module}.weight", q), (f"{t.module}.scales", s), (f"{t.module}.biases", b)]
+    else:
+        parts = [(t.name, w)]
+    mx.eval(*[a for _, a in parts])
+    for name, a in parts:
+        writer.write(name, a, row=lo)
 
 
 def _write_metadata(plan: Plan, writer: ShardWriter, tmp: Path):

@@ -81,6 +81,14 @@ class OutTensor:
     def source_bytes(self) -> int:
         return self.num_params * itemsize(self.dtype)
 
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_bytes(self) -> int:
+        return self.source_bytes // self.rows
+
     def entries(self, quant: Optional[QuantSpec] = None) -> list[Entry]:
         """The arrays this tensor is stored as (weight, scales, biases if quantized)."""
         quant = quant or self.quant

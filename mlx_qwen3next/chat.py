@@ -288,8 +288,15 @@ class ChatSession:
             return
         self._ids = self._ids + [self._pending] + tokens[:-1]
         self._pending = tokens[-1]
-        self._text += self.tokenizer.decode(tokens)
         eos = set(self.tokenizer.eos_token_ids)
-        content = "".join(texts) if finish else self.tokenizer.decode(
-            [t for t in tokens if t not in eos])
+        detok = self.tokenizer.detokenizer
+        for t in tokens:
+            if t not in eos:
+                detok.add_token(t)
+        detok.finalize()
+        # what the cache holds, as text; a reply cut by a stop string holds more than
+        # its message, so the next turn's prefix check fails and re-syncs from a checkpoint
+        self._text += detok.text + (self.tokenizer.decode(tokens[-1:]) if tokens[-1] in eos
+                                    else "")
+        content = "".join(texts) if finish else detok.text
         self._messages.append({"role": "assistant", "content": content})

@@ -1,0 +1,3 @@
+from mlx_qwen3next.cli.app import main
+
+main()

@@ -1,0 +1,84 @@
+"""`qwen3next generate [MODEL] -p TEXT`: one reply, plain text or JSON, pipe-friendly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from . import options as o
+from .console import note
+from .stats import stats_line
+
+
+def generate(
+    model: Optional[str] = o.MODEL,
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The prompt (default: stdin)."),
+    system: Optional[str] = o.SYSTEM,
+    max_tokens: Optional[int] = o.MAX_TOKENS,
+    temperature: Optional[float] = o.TEMPERATURE,
+    top_p: Optional[float] = o.TOP_P,
+    top_k: Optional[int] = o.TOP_K,
+    min_p: Optional[float] = o.MIN_P,
+    presence_penalty: Optional[float] = o.PRESENCE,
+    seed: Optional[int] = o.SEED,
+    mtp: Optional[bool] = o.MTP,
+    dtype: Optional[str] = o.DTYPE,
+    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, timings."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stats line on stderr."),
+):
+    """Generate one reply: to stdout as it streams, or as JSON with --json.
+
+    Reads the prompt from stdin when -p is not given, so it composes in pipes:
+    `echo hi | qwen3next generate MODEL --json | jq .text`.
+    """
+    from mlx_qwen3next.generate import stream_generate
+
+    text = prompt if prompt is not None else _stdin()
+    path, mdl, tokenizer = o.open_model(model, dtype, mtp)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}]
+    pieces, last, drafted = [], None, 0
+    stream = stream_generate(
+        mdl, tokenizer, text if raw else messages, max_tokens=max_tokens or 512, mtp=mtp,
+        **o.sampling(temperature, top_p, top_k, min_p, presence_penalty, seed))
+    for last in stream:
+        pieces.append(last.text)
+        drafted += last.from_draft
+        if not as_json and last.text:
+            sys.stdout.write(last.text)
+            sys.stdout.flush()
+    if as_json:
+        print(json.dumps(_record(path, "".join(pieces), last), ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+    if verbose and last is not None:
+        note(stats_line(last.prompt_tokens, last.prompt_time, last.generation_tokens,
+                        last.generation_tps, from_drafts=drafted))
+
+
+def _stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValueError("no prompt: give -p TEXT or pipe text in")
+    text = sys.stdin.read()
+    if not text.strip():
+        raise ValueError("the prompt read from stdin is empty")
+    return text.rstrip("\n")
+
+
+def _record(path, text: str, last) -> dict:
+    rec = {"model": str(path), "text": text}
+    if last is not None:
+        rec.update(
+            prompt_tokens=last.prompt_tokens,
+            generation_tokens=last.generation_tokens,
+            finish_reason=last.finish_reason,
+            time_to_first_token=round(last.prompt_time, 4),
+            prompt_tps=round(last.prompt_tps, 2),
+            generation_tps=round(last.generation_tps, 2),
+            peak_memory_gb=round(last.peak_memory, 3),
+        )
+    return rec

@@ -1,0 +1,170 @@
+"""The chat loop: read a line, run a slash command or stream a reply, show stats.
+
+Ctrl-C while a reply streams only raises a flag (a SIGINT handler), the loop stops
+at the next token and closes the stream: the session keeps the conversation, with
+the partial reply (as ChatSession documents). A second Ctrl-C before the stream
+notices is a real KeyboardInterrupt, also caught here. Ctrl-C at the prompt
+clears the line; Ctrl-D or /exit leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from . import slash
+from .render import make_stream
+from .stats import stats_line
+
+
+@contextlib.contextmanager
+def sigint_flag():
+    """While inside, the first Ctrl-C sets the yielded Event; the next raises."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class ChatRepl:
+    def __init__(self, session, reader, console: Console, notes: Console, markdown: bool = True):
+        self.session, self.reader = session, reader
+        self.console, self.notes, self.markdown = console, notes, markdown
+
+    def say(self, text: str, style: str = "dim"):
+        self.notes.print(Text(text, style=style))
+
+    def run(self):
+        while True:
+            try:
+                line = self.reader.read()
+            except KeyboardInterrupt:
+                self.say("(Ctrl-D or /exit to leave)")
+                continue
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            try:
+                if not self.handle(line):
+                    break
+            except (ValueError, OSError) as e:
+                from .errors import describe
+
+                self.say(f"error: {describe(e)}", style="red")
+
+    def handle(self, line: str) -> bool:
+        """Run one input line; False means leave."""
+        command = slash.parse(line)
+        if command is None:
+            self.reply(self.session.send(slash.message_text(line)))
+            return True
+        name, arg = command
+        if name == "exit":
+            return False
+        getattr(self, f"do_{name}")(arg)
+        return True
+
+    def reply(self, stream):
+        out = make_stream(self.console, self.markdown)
+        last, drafted, stopped = None, 0, False
+        try:
+            with sigint_flag() as interrupted:
+                for last in stream:
+                    out.feed(last.text)
+                    drafted += bool(getattr(last, "from_draft", False))
+                    if interrupted.is_set():
+                        stopped = True
+                        break
+        except KeyboardInterrupt:
+            stopped = True
+        finally:
+            stream.close()
+            out.finish()
+        if last is None:
+            self.say("(stopped before the first token: the message was dropped)" if stopped
+                     else "(no reply)")
+            return
+        st = self.session.stats
+        self.say(stats_line(st.prompt_tokens, st.ttft, last.generation_tokens, last.generation_tps,
+                            st.context_used, st.max_context, drafted, stopped))
+
+    # -- slash commands -------------------------------------------------------
+    def do_help(self, arg):
+        self.say(slash.help_text(), style="")
+
+    def do_system(self, arg):
+        if not arg:
+            self.say(f"system prompt: {self.session.system!r}", style="")
+            return
+        self.session.set("system", arg)
+        self.session.clear()
+        self.say("system prompt set; conversation cleared")
+
+    def do_clear(self, arg):
+        self.session.clear()
+        self.say("conversation cleared")
+
+    def do_undo(self, arg):
+        text = self.session.undo()
+        self.say(f"took back: {text[:60]!r}" + ("..." if len(text) > 60 else ""))
+
+    def do_retry(self, arg):
+        self.reply(self.session.retry())
+
+    def do_save(self, arg):
+        path = Path(_need(arg, "/save FILE")).expanduser()
+        self.session.save(path)
+        self.say(f"saved {len(self.session.messages)} messages to {path}")
+
+    def do_load(self, arg):
+        path = Path(_need(arg, "/load FILE")).expanduser()
+        self.session.load(path)
+        messages = self.session.messages
+        self.say(f"loaded {len(messages)} messages from {path}")
+        for m in messages[-4:]:
+            self.say(f"  {m['role']}: {_short(m['content'])}")
+
+    def do_stats(self, arg):
+        st = self.session.stats
+        self.say(f"context {st.context_used:,} of {st.max_context:,} tokens; cache "
+                 f"{st.cache_bytes / 1e6:.1f} MB + snapshots {st.snapshot_bytes / 1e6:.1f} MB; "
+                 f"last turn {st.prompt_tokens} prompt tokens, first token after {st.ttft:.2f} s, "
+                 f"{st.generation_tokens} tokens at {st.generation_tps:.1f} tok/s; "
+                 f"peak memory {st.peak_memory:.2f} GB", style="")
+        settings = ", ".join(f"{k}={v}" for k, v in self.session.settings.items() if k != "system")
+        self.say(f"settings: {settings}", style="")
+
+    def do_set(self, arg):
+        key, _, value = arg.partition(" ")
+        if not key or not value.strip():
+            raise ValueError("usage: /set KEY VALUE (see /help)")
+        self.session.set(key, slash.parse_value(value.strip()))
+        self.say(f"{key} = {self.session.settings.get(key)!r}")
+
+
+def _need(arg: str, usage: str) -> str:
+    if not arg:
+        raise ValueError(f"usage: {usage}")
+    return arg
+
+
+def _short(text: str, n: int = 70) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= n else one[: n - 3] + "..."

@@ -1,0 +1,34 @@
+"""The pieces of `qwen3next demo`: a tiny random Qwen3-Next in the real Hub layout,
+converted with the real converter, and a scripted chat to run through the real
+chat pipeline. No network, no downloaded model; the weights are random, so the
+replies are gibberish by design: the demo shows the machinery, not the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .tiny import tiny_config, write_checkpoint
+
+# group size 64 must divide every quantized input dimension
+DEMO_CONFIG = tiny_config(moe_intermediate_size=64, shared_expert_intermediate_size=64)
+SCRIPT = (
+    "Hello! Who are you?",
+    "Write a haiku about unified memory.",
+    "/retry",
+    "/undo",
+    "/stats",
+)
+NAME = "qwen3next-tiny-random"
+
+
+def build(workdir, recipe: str = "4bit", progress: bool = False, on_progress=None):
+    """Write the tiny bf16 checkpoint (as the Hub ships the real one) under `workdir`
+    and convert it; returns (source dir, ConvertResult)."""
+    from .quantize import convert
+
+    workdir = Path(workdir)
+    source = write_checkpoint(workdir / NAME, DEMO_CONFIG, dtype="bfloat16", seed=0)
+    result = convert(source, workdir / f"{NAME}-{recipe}", recipe, force=True,
+                     progress=progress, on_progress=on_progress)
+    return source, result

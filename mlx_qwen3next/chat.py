@@ -161,6 +161,7 @@ class ChatSession:
         """Forget the conversation (the system prompt stays) and free the cache."""
         self._close_active()
         self._messages = [m for m in self._messages[:1] if m["role"] == "system"]
+        self._last = SessionStats()
         self._reset_cache()
 
     # -- persistence ------------------------------------------------------------

@@ -36,10 +36,11 @@ def causal_decay(G):
     """exp(G_i - G_j) for j <= i, else 0, from cumulative log-decays G [..., C].
 
     Built from the difference, never exp(G_i) / exp(G_j), which would
-    overflow for strong decays."""
+    overflow for strong decays; clamping at 0 keeps the masked upper half
+    finite (G never increases, so the kept half is <= 0 anyway)."""
     C = G.shape[-1]
-    causal = mx.tril(mx.ones((C, C), dtype=mx.bool_))
-    return mx.exp(mx.where(causal, G[..., :, None] - G[..., None, :], -mx.inf))
+    causal = mx.tril(mx.ones((C, C), dtype=G.dtype))
+    return mx.exp(mx.minimum(G[..., :, None] - G[..., None, :], 0)) * causal
 
 
 def eval_if_eager(*arrays):

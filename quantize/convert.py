@@ -26,6 +26,7 @@ from .st_io import ShardWriter
 
 DEFAULT_SHARD_BYTES = 5 * 10**9
 CHUNK_BYTES = 64 * 2**20  # source bytes quantized at once
+PREFETCH_CHUNKS = 2  # chunks the kernel is asked to read ahead
 _SKIP = {"config.json", "model.safetensors.index.json"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -109,14 +110,27 @@ def convert(
 
 
 def _write_tensors(plan: Plan, writer: ShardWriter, bar: Progress):
-    for group in _groups(plan.tensors):
-        step = max(1, CHUNK_BYTES // max(sum(t.row_bytes for t in group), 1))
-        bar.unit(group[0].name)
-        for lo in range(0, group[0].rows, step):
-            hi = min(group[0].rows, lo + step)
+    chunks = [
+        (group, lo, min(group[0].rows, lo + step))
+        for group in _groups(plan.tensors)
+        for step in [max(1, CHUNK_BYTES // max(sum(t.row_bytes for t in group), 1))]
+        for lo in range(0, group[0].rows, step)
+    ]
+
+    def prefetch(i):  # the kernel reads chunk i while we quantize earlier ones
+        if i < len(chunks):
+            group, lo, hi = chunks[i]
             for t in group:
-                _convert_rows(t, plan, writer, lo, hi)
-                bar.advance((hi - lo) * t.row_bytes)
+                t.prefetch(plan.reader, lo, hi)
+
+    for i in range(PREFETCH_CHUNKS):
+        prefetch(i)
+    for i, (group, lo, hi) in enumerate(chunks):
+        prefetch(i + PREFETCH_CHUNKS)
+        bar.unit(group[0].name)
+        for t in group:
+            _convert_rows(t, plan, writer, lo, hi)
+            bar.advance((hi - lo) * t.row_bytes)
 
 
 def _groups(tensors: list) -> list[list]:

@@ -106,6 +106,13 @@ class OutTensor:
     def nbytes(self, quant: Optional[QuantSpec] = None) -> int:
         return sum(e.nbytes for e in self.entries(quant))
 
+    def prefetch(self, reader: SourceReader, lo: int, hi: int):
+        if self.op == "stack":
+            for s in self.sources[lo:hi]:
+                reader.prefetch(s)
+        else:
+            reader.prefetch(self.sources[0], lo, hi)
+
     def read(self, reader: SourceReader, lo: int, hi: int):
         """Rows lo:hi of the converted (float) tensor."""
         import mlx.core as mx

@@ -92,20 +92,35 @@ class SourceReader:
             self.tensors.update(read_header(f))
         self._fds: dict[Path, int] = {}
 
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def _span(self, info: TensorInfo, lo, hi) -> tuple[int, int]:
+        """(byte offset, byte count) of rows lo:hi (all rows if lo is None)."""
+        rows = info.shape[0] if info.shape else 1
+        lo, hi = (0, rows) if lo is None else (lo, hi)
+        row_bytes = info.nbytes // max(rows, 1)
+        return info.offset + lo * row_bytes, (hi - lo) * row_bytes
+
+    def prefetch(self, name: str, lo: int | None = None, hi: int | None = None):
+        """Ask the kernel to start reading these rows now (reads overlap compute)."""
+        if hasattr(os, "posix_fadvise"):
+            info = self.tensors[name]
+            offset, n = self._span(info, lo, hi)
+            os.posix_fadvise(self._fd(info.file), offset, n, os.POSIX_FADV_WILLNEED)
+
     def read(self, name: str, lo: int | None = None, hi: int | None = None):
         """Tensor `name` (rows lo:hi of its first dimension) as an mlx array."""
         import mlx.core as mx
 
         info = self.tensors[name]
-        rows = info.shape[0] if info.shape else 1
-        lo, hi = (0, rows) if lo is None else (lo, hi)
-        row_bytes = info.nbytes // max(rows, 1)
-        fd = self._fds.get(info.file)
-        if fd is None:
-            fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
-        buf = _pread_all(fd, (hi - lo) * row_bytes, info.offset + lo * row_bytes)
+        offset, n = self._span(info, lo, hi)
+        buf = _pread_all(self._fd(info.file), n, offset)
         np_dtype, mx_name, _ = _DTYPES[info.dtype]
-        shape = ((hi - lo),) + info.shape[1:] if info.shape else ()
+        shape = (n // (info.nbytes // info.shape[0]),) + info.shape[1:] if info.shape else ()
         arr = mx.array(np.frombuffer(buf, dtype=np_dtype).reshape(shape))
         return arr.view(mx.bfloat16) if mx_name == "bfloat16" else arr
 

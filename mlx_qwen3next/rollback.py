@@ -3,11 +3,12 @@
 A `Mark` keeps each attention layer's *offset* (KV caches only ever append, so
 trimming back to it restores them exactly) and references to each DeltaNet
 layer's conv and recurrent state (new arrays every step, so nothing is copied).
-Unlike `HybridCache.snapshot()` it holds no slice of the KV buffers, which would
-stop MLX from updating them in place and make every later step copy the whole
-KV cache. The price: a mark is only valid while the cache moves forward from
-it or back to it (never back to an older mark and forward on a different path
-and then to this one again). Rewinding to a mark invalidates newer marks.
+Unlike `HybridCache.snapshot()` it holds no slice of the KV buffers: a slice keeps
+the old buffer alive once the cache grows into a new one (or is updated by copy),
+so each held snapshot can cost up to a second copy of the KV cache. The price:
+a mark is only valid while the cache moves forward from it or back to it (never
+back to an older mark, forward on another path, then to this one). Rewinding to
+a mark invalidates newer marks.
 
 Cost: the DeltaNet state, about 74 MB per mark on the real model (36 layers of
 32 x 128 x 128 float32 plus the conv window); nothing for the KV cache.

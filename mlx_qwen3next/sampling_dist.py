@@ -1,8 +1,9 @@
 """Sampling as explicit distributions, for speculative decoding.
 
 Rejection sampling needs the probabilities a sampler draws from, not just a
-draw. `SamplingParams.probs` applies mlx-lm's own top-p / min-p / top-k filters
-and the temperature, so it is exactly the distribution mlx-lm's sampler uses.
+draw. `SamplingParams.probs` takes the same steps as sampling.make_sampling_fn
+(temperature first, then mlx-lm's top-p / min-p / top-k filters), so it is
+exactly the distribution plain decoding draws from.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ class SamplingParams:
 
     def probs(self, logits: mx.array) -> mx.array:
         """The sampling distribution [B, V] for logits [B, V]."""
-        lp = log_softmax(logits)
+        lp = log_softmax(log_softmax(logits) / self.temperature)
         if 0 < self.top_p < 1.0:
             lp = apply_top_p(lp, self.top_p)
         if self.min_p > 0:
             lp = apply_min_p(lp, self.min_p)
         if self.top_k > 0:
             lp = apply_top_k(lp, self.top_k)
-        return mx.softmax(lp / self.temperature, axis=-1)
+        return mx.softmax(lp, axis=-1)
 
     def sample(self, logits: mx.array):
         """(token, log-softmax of logits [V]) for logits [1, V]."""

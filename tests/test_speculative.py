@@ -8,6 +8,8 @@ import torch
 
 import mlx.core as mx
 from mlx_qwen3next import load_model
+from mlx_qwen3next.generate import token_stream
+from mlx_qwen3next.sampling import SamplingConfig, make_sampling_fn
 from mlx_qwen3next.sampling_dist import SamplingParams
 from mlx_qwen3next.speculative import MTPStats, speculative_stream
 from mlx_qwen3next.tiny import random_weights, tiny_config, write_checkpoint
@@ -125,11 +127,21 @@ def chi_square_p_value(observed: np.ndarray, expected: np.ndarray) -> float:
                                          torch.tensor(stat / 2.0, dtype=torch.float64)))
 
 
+def sample_pairs(n, stream):
+    counts = {}
+    for _ in range(n):
+        out = tuple(t for t, _ in stream())
+        counts[out] = counts.get(out, 0) + 1
+    return counts
+
+
 def test_sampling_distribution_matches_main_model(checkpoints):
-    """Pairs (token 1, token 2) sampled with MTP k=2 follow the main model's exact distribution."""
+    """Pairs (token 1, token 2) sampled with MTP k=2, and without MTP, both follow the
+    main model's exact distribution (temperature, then top-p and top-k)."""
     model = checkpoints["partial"]
     prompt = [10, 20, 30]
-    sampling = SamplingParams(temperature=1.0, top_k=4)
+    config = SamplingConfig(temperature=1.3, top_p=0.95, top_k=4)
+    sampling = SamplingParams(temperature=1.3, top_p=0.95, top_k=4)
     # exact joint distribution of the first two tokens under the main model alone
     cache = model.make_cache()
     p1 = np.array(sampling.probs(model(mx.array([prompt]), cache)[:, -1]))[0]
@@ -141,14 +153,17 @@ def test_sampling_distribution_matches_main_model(checkpoints):
         for t2 in np.nonzero(p2)[0]:
             expected[(int(t1), int(t2))] = p1[t1] * p2[t2]
     mx.random.seed(1234)
-    n, counts, stats = 600, {}, MTPStats()
-    for _ in range(n):
-        out = [t for t, _ in speculative_stream(model, prompt, model.make_cache(), draft_tokens=2,
-                                                 max_tokens=2, sampling=sampling, stats=stats)]
-        counts[tuple(out)] = counts.get(tuple(out), 0) + 1
-    assert set(counts) <= set(expected)
+    n, stats = 500, MTPStats()
+    with_mtp = sample_pairs(n, lambda: speculative_stream(
+        model, prompt, model.make_cache(), draft_tokens=2, max_tokens=2, sampling=sampling,
+        stats=stats))
+    sampler = make_sampling_fn(config, model.config.vocab_size)
+    plain = sample_pairs(n, lambda: token_stream(model, prompt, model.make_cache(), sampler,
+                                                 max_tokens=2))
     keys = sorted(expected)
-    observed = np.array([counts.get(k, 0) for k in keys], float)
     exp = np.array([expected[k] for k in keys]) * n
     assert 0.05 < stats.acceptance < 0.98  # both branches of the rejection sampler ran
-    assert chi_square_p_value(observed, exp) > 0.001
+    for counts in (with_mtp, plain):
+        assert set(counts) <= set(expected)
+        observed = np.array([counts.get(k, 0) for k in keys], float)
+        assert chi_square_p_value(observed, exp) > 0.001

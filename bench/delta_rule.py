@@ -2,7 +2,8 @@
 
     python bench/delta_rule.py [--lengths 512 2048 8192] [--skip-over-gb 8]
 
-Prints two markdown tables. Prefill: milliseconds and peak memory above the
+Prints two markdown tables. Prefill: wall and process-CPU milliseconds (CPU
+time is the steadier figure on a shared machine) and peak memory above the
 resident inputs (mx.get_peak_memory after mx.reset_peak_memory) for
 reference.py, mx.fast.gated_delta_update, mlx-lm's gated_delta_update and
 ours (gated_delta -> chunked). The sequential paths run once per length (they
@@ -60,15 +61,15 @@ FAST, OURS, SEQUENTIAL = "mx.fast.gated_delta_update", "ours (gated_delta)", "re
 
 
 def measure(fn, x, repeats):
-    """(best ms, peak MB above what was resident before the call)."""
-    best, peak = float("inf"), 0.0
+    """(best wall ms, its process CPU ms, peak MB above what was resident)."""
+    best, peak = (float("inf"), 0.0), 0.0
     for _ in range(repeats):
         mx.synchronize()
         mx.reset_peak_memory()
         base = mx.get_active_memory()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         mx.eval(fn(x))
-        best = min(best, (time.perf_counter() - t) * 1e3)
+        best = min(best, ((time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3))
         peak = max(peak, (mx.get_peak_memory() - base) / 2**20)
     return best, peak
 
@@ -81,10 +82,10 @@ def prefill_table(lengths, skip_over_gb):
         for name, fn in PATHS.items():
             est = last.get(name)
             if est and est[1] * T / est[0] > skip_over_gb * 1024:
-                got[name] = ("skip", est[1] * T / est[0], est[2] * T / est[0])
+                got[name] = ("skip", est[1] * T / est[0], est[2] * T / est[0], None)
                 continue
-            ms, mb = measure(fn, x, 3 if name == OURS else 1)
-            got[name] = ("ran", mb, ms)
+            (ms, cpu), mb = measure(fn, x, 3 if name == OURS else 1)
+            got[name] = ("ran", mb, ms, cpu)
             last[name] = (T, mb, ms)
         rows.append((T, got))
         del x
@@ -92,18 +93,19 @@ def prefill_table(lengths, skip_over_gb):
 
 
 def print_prefill(rows):
-    print("| T | path | ms | peak MB | ms vs mx.fast | peak vs reference.py |")
-    print("|---|---|---|---|---|---|")
+    print("| T | path | ms | CPU ms | peak MB | ms vs mx.fast | peak vs reference.py |")
+    print("|---|---|---|---|---|---|---|")
     for T, got in rows:
         fast_ms, seq_mb = got[FAST][2], got[SEQUENTIAL][1]
-        for name, (how, mb, ms) in got.items():
+        for name, (how, mb, ms, cpu) in got.items():
             if how == "skip":
-                print(f"| {T} | {name} | skipped (est. ~{ms:.0f}) | est. ~{mb:.0f} | | |")
+                print(f"| {T} | {name} | skipped (est. ~{ms:.0f}) | | est. ~{mb:.0f} | | |")
                 continue
             speed = f"{fast_ms / ms:.1f}x faster" if name != FAST else "1.0x"
             if got[FAST][0] == "skip" and name != FAST:
                 speed += " (vs est.)"
-            print(f"| {T} | {name} | {ms:.0f} | {mb:.0f} | {speed} | {mb / seq_mb:.2f}x |")
+            print(f"| {T} | {name} | {ms:.0f} | {cpu:.0f} | {mb:.0f} | {speed} | "
+                  f"{mb / seq_mb:.2f}x |")
 
 
 def us_per_call(fn, x):
@@ -138,9 +140,12 @@ def main():
     print(f"mlx {mx.__version__}, device {mx.default_device()}, BLAS {active_blas()}, "
           f"{platform.processor() or platform.machine()}; B {B}, Hk {HK}, Hv {HV}, "
           f"Dk = Dv = {D}, float32\n")
+    load = lambda: open("/proc/loadavg").read().split()[0] if platform.system() == "Linux" else "?"
+    print(f"load average at start {load()}\n")
     print_prefill(prefill_table(args.lengths, args.skip_over_gb))
     print()
     print_decode(args.decode_lengths)
+    print(f"\nload average at end {load()}")
 
 
 if __name__ == "__main__":

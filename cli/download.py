@@ -30,7 +30,13 @@ def download(
 
 
 def fetch_with_progress(repo: str, quiet: bool = False, **kwargs) -> Path:
+    """hub.fetch with a progress bar; huggingface_hub's own retry warnings are
+    silenced (a failure ends as one line; running again resumes)."""
+    from huggingface_hub.utils import logging as hf_logging
+
     from .progress import download_progress, tqdm_for
+
+    hf_logging.set_verbosity_error()
 
     if quiet:
         return hub.fetch(repo, tqdm_class=tqdm_for(None), **kwargs)

@@ -26,7 +26,7 @@ def download_progress() -> Progress:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=err,
-        transient=False,
+        transient=True,
     )
 
 

@@ -72,9 +72,10 @@ class MarkdownStream:
         self.live.update(self._tail())
 
     def _tail(self) -> Text:
-        lines = self.pending.splitlines()
+        """The unfinished block's last screenful (wrapped as the terminal will)."""
         room = max(self.console.size.height - 2, 3)
-        return Text("\n".join(lines[-room:]))
+        rows = Text(self.pending).wrap(self.console, self.console.width)
+        return Text("\n").join(rows[-room:])
 
     def finish(self):
         self.live.update(Text(""))

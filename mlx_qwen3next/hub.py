@@ -93,8 +93,9 @@ def cached_snapshot(repo: str, revision: Optional[str] = None) -> Optional[Path]
 
 
 def fetch(repo: str = DEFAULT_REPO, local_dir=None, revision: Optional[str] = None,
-          tqdm_class=None, max_workers: int = 8) -> Path:
-    """Download what the model needs from `repo`; return the local directory."""
+          tqdm_class=None, max_workers: int = 8, endpoint: Optional[str] = None) -> Path:
+    """Download what the model needs from `repo`; return the local directory.
+    `endpoint` overrides HF_ENDPOINT."""
     from huggingface_hub import snapshot_download
 
     if not is_repo_id(repo):
@@ -107,6 +108,7 @@ def fetch(repo: str = DEFAULT_REPO, local_dir=None, revision: Optional[str] = No
             allow_patterns=ALLOW_PATTERNS,
             tqdm_class=tqdm_class,
             max_workers=max_workers,
+            endpoint=endpoint,
         )
     except Exception as e:  # noqa: BLE001  (translated to one line below)
         raise HubError(describe_hub_error(e, repo)) from None
@@ -131,7 +133,7 @@ def describe_hub_error(e: BaseException, repo: str) -> str:
                 f"{repo} is not (completely) in the Hub cache {constants.HF_HUB_CACHE} "
                 "and HF_HUB_OFFLINE is set: download it with network access first"
             )
-        return f"cannot reach the Hub at {constants.ENDPOINT} to fetch {repo}, and it is not in the cache"
+        return f"cannot reach the Hub to fetch {repo}, and it is not in the cache"
     if isinstance(e, hf.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
         return f"downloading {repo} failed: the Hub answered HTTP {status}; run again to resume"
@@ -233,8 +235,9 @@ def default_model() -> Optional[LocalModel]:
 
 def default_output(source: str, recipe: str, bits: Optional[int] = None) -> Path:
     """Where `convert` writes by default: models/<source name>-<recipe>."""
-    base = Path(source.rstrip("/")).name
-    if base.startswith("snapshots") or re.fullmatch(r"[0-9a-f]{40}", base):
-        base = "model"
+    path = Path(source.rstrip("/"))
+    base = path.name
+    if re.fullmatch(r"[0-9a-f]{40}", base) and path.parent.name == "snapshots":
+        base = path.parent.parent.name.split("--")[-1]  # a Hub cache snapshot
     tag = f"{bits}bit" if bits else recipe
     return models_dir() / f"{base}-{tag}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 
 class SwitchLinear(nn.Module):
@@ -24,6 +25,13 @@ class SwitchLinear(nn.Module):
             return _cpu_gather_mm(x, w, indices, sorted_indices)
         return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices,
                             sorted_indices=sorted_indices)
+
+    def expert(self, x, e: int):
+        """x [n, in] through expert e alone: one dense matmul."""
+        w = self.weight[e]
+        if w.dtype != mx.float32 and mx.default_device() == mx.cpu:
+            return (x.astype(mx.float32) @ w.astype(mx.float32).T).astype(x.dtype)
+        return x @ w.T
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
         q = QuantizedSwitchLinear.__new__(QuantizedSwitchLinear)
@@ -55,6 +63,14 @@ class QuantizedSwitchLinear(nn.Module):
         )
 
 
+    def expert(self, x, e: int):
+        biases = self.get("biases")
+        return mx.quantized_matmul(
+            x, self.weight[e], self.scales[e], None if biases is None else biases[e],
+            transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
+        )
+
+
 class SwitchGLU(nn.Module):
     """SwiGLU experts: down(silu(gate(x)) * up(x)) for each token's selected experts."""
 
@@ -66,9 +82,11 @@ class SwitchGLU(nn.Module):
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         """x [..., H], indices [..., k] -> [..., k, H]."""
-        x = mx.expand_dims(x, (-2, -3))  # [..., 1, 1, H]
         # Many tokens: sort (token, expert) pairs by expert so each expert's rows are contiguous.
         do_sort = indices.size >= 64
+        if do_sort and mx.default_device() == mx.cpu:
+            return self._grouped(x, indices)
+        x = mx.expand_dims(x, (-2, -3))  # [..., 1, 1, H]
         if do_sort:
             x, idx, inv_order = _sort_by_expert(x, indices)
         else:
@@ -78,6 +96,29 @@ class SwitchGLU(nn.Module):
         if do_sort:
             return out[inv_order].reshape(*indices.shape, -1)
         return out.squeeze(-2)
+
+    def _grouped(self, x, indices):
+        """One dense matmul per expert over all its rows (CPU prefill).
+
+        MLX's CPU gather_mm runs one matrix-vector product per (token, expert)
+        pair, re-reading the expert's weights for each; grouping reads them once
+        per call. Measured at the real dims (64 experts, top-10, fp32, 2-core CPU):
+        one MoE block 1.94 s -> 0.67 s at 128 tokens, 18.1 s -> 2.3 s at 512.
+        The per-expert row counts need one host sync per call.
+        """
+        k = indices.shape[-1]
+        flat = indices.flatten()
+        order = mx.argsort(flat)
+        counts = np.bincount(np.array(flat), minlength=self.gate_proj.weight.shape[0])
+        xs = x.reshape(-1, x.shape[-1])[order // k]
+        outs, start = [], 0
+        for e in np.flatnonzero(counts):
+            xe = xs[start : start + int(counts[e])]
+            start += int(counts[e])
+            h = nn.silu(self.gate_proj.expert(xe, int(e))) * self.up_proj.expert(xe, int(e))
+            outs.append(self.down_proj.expert(h, int(e)))
+        y = mx.concatenate(outs, axis=0)[mx.argsort(order)]
+        return y.reshape(*indices.shape, -1)
 
 
 def _cpu_gather_mm(x, w, indices, sorted_indices):

@@ -1,0 +1,516 @@
+"""End-to-end speed against mlx-lm's own qwen3_next, on a slice with the real dimensions.
+
+Builds (once, reused from --workdir) a float32 random slice of Qwen3-Next-80B-A3B
+with the exact real layer and vocabulary sizes, 64 experts and an MTP head
+(bench/slice.py), then loads it in ours and in mlx-lm from the very same files,
+one model at a time, and measures in one run:
+
+  prefill tok/s   body on every prompt token + lm_head on the last one (what
+                  generation needs), fresh cache, after a warm-up call
+  decode tok/s    greedy, 32 tokens after a 128-token prompt: argmax, feed back,
+                  mx.eval(token, every cache array) per token; the same loop for
+                  both; plus mlx-lm's generate_step and our MTP speculative loop
+  peak memory     mx.get_peak_memory, reset before each phase (weights included)
+  primitives      nodes of one decode step's graph (mx.export_to_dot of the
+                  logits and every cache array after one step), by type
+  roofline        bytes a decode step must read (active weights, lm_head, the
+                  embedding row, DeltaNet state read + write, KV cache) x tok/s,
+                  next to the measured bandwidth of a 1 GiB copy and a 1 GiB gemv
+
+    python bench/e2e.py                       # 4 and 8 layers, full table
+    python bench/e2e.py --quick               # 4 layers, prefill 128/512, 16 tokens
+    python bench/e2e.py --layers 4 --write    # also write bench/RESULTS.md "End-to-end"
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import mlx_qwen3next  # noqa: E402,F401  (OpenBLAS before mlx.core, for both sides)
+import mlx.core as mx  # noqa: E402
+
+from runners import MlxLm, Ours  # noqa: E402
+from slice import build_slice, link_slice, slice_config, shard_specs  # noqa: E402
+
+GiB = 1 << 30
+# Primitives that only change how an array is viewed (no kernel of their own on Metal
+# when the input is contiguous); reported apart from the compute primitives.
+VIEWS = {"Reshape", "Squeeze", "ExpandDims", "Broadcast", "Transpose", "Slice", "AsStrided",
+         "StopGradient", "Depends", "Split", "Unflatten", "Flatten"}
+
+
+# --------------------------------------------------------------------------- slice
+
+
+def ensure_slice(workdir: Path, layers: list[int], rebuild: bool) -> dict[int, Path]:
+    """The deepest slice is built once; shallower ones are hard links into it."""
+    deepest = max(layers)
+    src = workdir / f"slice{deepest}"
+    stamp = src / "stamp.json"
+    want = {"layers": deepest, "config": slice_config(deepest), "version": 1}
+    if rebuild or not stamp.is_file() or json.loads(stamp.read_text()) != want:
+        t = time.perf_counter()
+        print(f"building the {deepest}-layer slice in {src} ...", file=sys.stderr, flush=True)
+        build_slice(src, layers=deepest)
+        stamp.write_text(json.dumps(want))
+        print(f"  built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    paths = {deepest: src}
+    for n in layers:
+        if n != deepest:
+            paths[n] = link_slice(src, workdir / f"slice{n}", n)
+    return paths
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def prompt_ids(n: int, seed: int = 0) -> mx.array:
+    return mx.random.randint(0, 151936, (1, n), key=mx.random.key(seed)).astype(mx.int32)
+
+
+def time_prefill(r, n: int):
+    """(seconds, peak bytes above what was live before, last logits, cache)."""
+    ids = prompt_ids(n)
+    mx.eval(ids)
+    cache = r.make_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    t = time.perf_counter()
+    logits = r.prefill(ids, cache)
+    mx.eval(logits, r.cache_arrays(cache))
+    dt = time.perf_counter() - t
+    return dt, mx.get_peak_memory() - base, logits, cache
+
+
+class Decoder:
+    """One side's greedy decode state: the same loop for both sides."""
+
+    def __init__(self, r, prompt: int):
+        self.r = r
+        _, _, logits, self.cache = time_prefill(r, prompt)
+        self.tok = mx.argmax(logits[:, -1], axis=-1, keepdims=True)
+        self.tokens = [self.tok.item()]
+        self.times, self.peak = [], 0
+
+    def steps(self, n: int, timed: bool = True):
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        for _ in range(n):
+            t = time.perf_counter()
+            self.tok = mx.argmax(self.r.step(self.tok, self.cache)[:, -1], axis=-1,
+                                 keepdims=True)
+            mx.eval(self.tok, self.r.cache_arrays(self.cache))
+            if timed:
+                self.times.append(time.perf_counter() - t)
+            self.tokens.append(self.tok.item())
+        self.peak = max(self.peak, mx.get_peak_memory() - base)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+
+FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention")
+
+
+def dot_labels(*outs) -> list[str]:
+    with tempfile.TemporaryDirectory() as d:
+        f = os.path.join(d, "graph.dot")
+        mx.export_to_dot(f, *outs)
+        return re.findall(r'label ="([^"]+)", shape=rectangle', Path(f).read_text())
+
+
+class FastOpCounter:
+    """Counts mx.fast.* calls while building a graph, and how many primitives each
+    expands to here (on the CPU they are built from their fallback ops; on Metal
+    each is one primitive)."""
+
+    def __init__(self):
+        self.calls, self.expanded, self._sizes = Counter(), 0, {}
+
+    def __enter__(self):
+        self._orig = {n: getattr(mx.fast, n) for n in FAST_OPS}
+        for n, f in self._orig.items():
+            setattr(mx.fast, n, self._wrap(n, f))
+        return self
+
+    def __exit__(self, *exc):
+        for n, f in self._orig.items():
+            setattr(mx.fast, n, f)
+
+    def _wrap(self, name, f):
+        def call(*args, **kwargs):
+            self.calls[name] += 1
+            self.expanded += self._size(name, f, args, kwargs)
+            return f(*args, **kwargs)
+        return call
+
+    def _size(self, name, f, args, kwargs):
+        ph = lambda a: mx.zeros(a.shape, a.dtype) if isinstance(a, mx.array) else a
+        key = (name, tuple((a.shape, str(a.dtype)) if isinstance(a, mx.array) else repr(a)
+                           for a in list(args) + list(kwargs.values())))
+        if key not in self._sizes:
+            a2, k2 = [ph(a) for a in args], {k: ph(v) for k, v in kwargs.items()}
+            mx.eval([a for a in a2 + list(k2.values()) if isinstance(a, mx.array)])
+            self._sizes[key] = len(dot_labels(f(*a2, **k2)))
+        return self._sizes[key]
+
+
+def count_primitives(r, cache, tok) -> tuple[Counter, int]:
+    """Primitive nodes in the graph of one decode step (logits and every cache array),
+    by type; and the Metal-equivalent total, with each mx.fast.* call counted as one."""
+    with FastOpCounter() as fast:
+        logits = r.step(tok, cache)
+    outs = [logits] + r.cache_arrays(cache)
+    labels = dot_labels(*outs)
+    mx.eval(outs)
+    kinds = Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
+    metal = len(labels) - fast.expanded + sum(fast.calls.values())
+    return kinds, metal
+
+
+def mlxlm_generate_step(r, prompt: int, tokens: int):
+    """mlx-lm's own generate_step (async eval pipeline), greedy: decode tok/s."""
+    from mlx_lm.generate import generate_step
+
+    ids = prompt_ids(prompt)[0]
+    stamps, out = [], []
+    for tok, _ in generate_step(ids, r.model, max_tokens=tokens + 3):
+        stamps.append(time.perf_counter())
+        out.append(int(tok))
+    gaps = [b - a for a, b in zip(stamps[2:], stamps[3:])]  # after prefill + 2 warm steps
+    return 1.0 / median(gaps), out
+
+
+def mtp_decode(ours, prompt: int, tokens: int):
+    """Our MTP speculative loop, greedy, 1 draft token: tok/s, acceptance, round time."""
+    try:
+        from mlx_qwen3next.speculative import MTPStats, speculative_stream
+    except ImportError as e:
+        return {"pending": f"mlx_qwen3next.speculative not importable ({e})"}
+    ids = prompt_ids(prompt)[0].tolist()
+    for _ in speculative_stream(ours.model, ids[:16], ours.make_cache(), max_tokens=4):
+        pass  # warm-up
+    stats = MTPStats()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    stamps, out = [], []
+    for tok, _ in speculative_stream(ours.model, ids, ours.make_cache(), draft_tokens=1,
+                                     max_tokens=tokens + 1, stats=stats):
+        stamps.append(time.perf_counter())
+        out.append(tok)
+    dt = stamps[-1] - stamps[0]  # after the prefill's token
+    rounds = max(stats.forwards - 1, 1)
+    return {"tok_s": tokens / dt, "acceptance": stats.acceptance, "round_s": dt / rounds,
+            "peak": mx.get_peak_memory() - base, "tokens": out}
+
+
+def bandwidth(best: dict | None = None) -> dict:
+    """GB/s, best of several: a 256 MiB float32 copy (read + write counted; MLX's CPU
+    elementwise op) and a 256 MiB float32 gemv (read; OpenBLAS, all cores).
+    Pass the previous result to keep the best of both calls (the machine is shared)."""
+    best = dict(best or {"copy": 0.0, "gemv": 0.0})
+    size = 256 << 20
+    a = mx.random.uniform(shape=(size // 4,))
+    x = mx.random.uniform(shape=(2048,))
+    mx.eval(a, x)
+    w = a.reshape(-1, 2048)
+    for _ in range(6):
+        t = time.perf_counter()
+        mx.eval(a * 1.0)
+        best["copy"] = max(best["copy"], 2 * size / (time.perf_counter() - t) / 1e9)
+        t = time.perf_counter()
+        mx.eval(w @ x)
+        best["gemv"] = max(best["gemv"], size / (time.perf_counter() - t) / 1e9)
+    del a, w
+    gc.collect()
+    mx.clear_cache()
+    return best
+
+
+# --------------------------------------------------------------------------- roofline
+
+
+def decode_bytes(cfg: dict, kv_len: int, bytes_per_param: float = 4.0,
+                 gate_bytes: float = 4.0) -> dict:
+    """Bytes one decode step reads, by part (weights at `bytes_per_param`; state fp32)."""
+    H, V = cfg["hidden_size"], cfg["vocab_size"]
+    E, k, I = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"]
+    parts = Counter()
+    spec = {n: s for sh in shard_specs(cfg, mtp=False).values() for n, (s, _) in sh.items()}
+    for name, shape in spec.items():
+        n = 1
+        for d in shape:
+            n *= d
+        if name == "model.embed_tokens.weight":
+            parts["embedding row"] += H * bytes_per_param
+        elif name == "lm_head.weight":
+            parts["lm_head"] += n * bytes_per_param
+        elif ".switch_mlp." in name:
+            parts["routed experts"] += n * k / E * bytes_per_param
+        elif name.endswith(("mlp.gate.weight", "shared_expert_gate.weight")):
+            parts["router + shared gate"] += n * gate_bytes
+        elif ".shared_expert." in name:
+            parts["shared expert"] += n * bytes_per_param
+        elif ".linear_attn." in name:
+            parts["DeltaNet weights"] += n * (4 if len(shape) == 1 else bytes_per_param)
+        elif ".self_attn." in name:
+            parts["attention weights"] += n * (4 if len(shape) == 1 else bytes_per_param)
+        else:
+            parts["norms"] += n * 4
+    nv, dv, dk = (cfg[x] for x in ("linear_num_value_heads", "linear_value_head_dim",
+                                   "linear_key_head_dim"))
+    conv = 2 * cfg["linear_num_key_heads"] * dk + nv * dv
+    L = cfg["num_hidden_layers"]
+    n_lin = sum((i + 1) % cfg["full_attention_interval"] != 0 for i in range(L))
+    parts["DeltaNet state (r+w)"] = n_lin * 2 * (nv * dv * dk + (cfg["linear_conv_kernel_dim"] - 1) * conv) * 4
+    kv = 2 * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+    parts["KV cache"] = (L - n_lin) * kv * (kv_len + 1)
+    return dict(parts)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_pair(path: Path, args) -> dict:
+    """Both sides resident on one copy of the weights; every measure interleaved."""
+    t = time.perf_counter()
+    ours = Ours(path, mtp=not args.no_mtp)
+    weights = mx.get_active_memory()
+    theirs = MlxLm(path, share=ours)
+    print(f"  loaded in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    sides = {"mlx-lm": theirs, "ours": ours}
+    res = {k: {"prefill": {}, "prefill_peak": {}} for k in sides}
+    res["weights"] = weights
+    for r in sides.values():  # warm-up: first-call costs (kernel self-checks, compiles)
+        time_prefill(r, 16)
+        Decoder(r, 8).steps(2)
+    for n in args.prefill:
+        for rep in range(args.reps):
+            order = list(sides.items())[:: 1 if rep % 2 == 0 else -1]
+            for name, r in order:
+                if name == "mlx-lm" and (n > args.mlxlm_max_prefill
+                                         or (rep and n > args.mlxlm_once_above)):
+                    continue
+                dt, peak, _, _ = time_prefill(r, n)
+                d = res[name]
+                d["prefill"][n] = max(d["prefill"].get(n, 0), n / dt)
+                d["prefill_peak"][n] = max(d["prefill_peak"].get(n, 0), peak)
+                print(f"  [{name}] prefill {n}: {n / dt:.1f} tok/s", file=sys.stderr,
+                      flush=True)
+    dec = {name: Decoder(r, args.prompt) for name, r in sides.items()}
+    for d in dec.values():
+        d.steps(2, timed=False)
+    block = 8
+    for i in range(0, args.tokens, block):
+        for name in (list(dec) if (i // block) % 2 == 0 else list(dec)[::-1]):
+            dec[name].steps(min(block, args.tokens - i))
+    for name, d in dec.items():
+        res[name].update(decode=1.0 / median(d.times), decode_mean=len(d.times) / sum(d.times),
+                         decode_peak=d.peak, tokens=d.tokens)
+        res[name]["prims"], res[name]["prims_metal"] = count_primitives(d.r, d.cache, d.tok)
+        print(f"  [{name}] decode: {res[name]['decode']:.2f} tok/s", file=sys.stderr)
+    del dec
+    if not args.no_generate_step:
+        res["mlx-lm"]["generate_step"], _ = mlxlm_generate_step(theirs, args.prompt,
+                                                                args.tokens)
+        print(f"  [mlx-lm] generate_step: {res['mlx-lm']['generate_step']:.2f} tok/s",
+              file=sys.stderr)
+    if not args.no_mtp:
+        res["mtp"] = mtp_decode(ours, args.prompt, args.tokens)
+    theirs.free()
+    ours.free()
+    return res
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def gb(x):
+    return f"{x / 1e9:.2f} GB"
+
+
+def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
+    o, m = res["ours"], res["mlx-lm"]
+    cfg = slice_config(L)
+    rows = ["| measure | ours | mlx-lm | ours / mlx-lm |", "|---|---|---|---|"]
+    for n in args.prefill:
+        a, b = o["prefill"].get(n), m["prefill"].get(n)
+        rows.append(f"| prefill {n} tok/s | {a:.1f} | {f'{b:.2f}' if b else 'skipped'} | "
+                    f"{fmt_ratio(a, b)} |")
+    rows.append(f"| decode tok/s (greedy {args.tokens}, same loop; median step) | "
+                f"{o['decode']:.2f} | {m['decode']:.2f} | {fmt_ratio(o['decode'], m['decode'])} |")
+    rows.append(f"| decode tok/s (same loop; mean step) | {o['decode_mean']:.2f} | "
+                f"{m['decode_mean']:.2f} | {fmt_ratio(o['decode_mean'], m['decode_mean'])} |")
+    if "generate_step" in m:
+        rows.append(f"| decode tok/s, mlx-lm's generate_step (median step) | | "
+                    f"{m['generate_step']:.2f} | {fmt_ratio(o['decode'], m['generate_step'])} |")
+    mtp = res.get("mtp")
+    if mtp is not None and "pending" in mtp:
+        rows.append("| decode tok/s with MTP (1 draft) | pending | n/a | |")
+    elif mtp is not None:
+        rows.append(f"| decode tok/s with MTP (1 draft; random weights, acceptance "
+                    f"{mtp['acceptance']:.0%}) | {mtp['tok_s']:.2f} | n/a | "
+                    f"{fmt_ratio(mtp['tok_s'], m['decode'])} |")
+        proj = 1.9 / mtp["round_s"]
+        rows.append(f"| ... projected at 90% acceptance (1.9 tokens per "
+                    f"{mtp['round_s'] * 1e3:.0f} ms round = {mtp['round_s'] * o['decode']:.2f} "
+                    f"plain steps) | {proj:.2f} | n/a | {fmt_ratio(proj, m['decode'])} |")
+    rows.append(f"| weights resident (one copy, shared) | {gb(res['weights'])} | "
+                f"{gb(res['weights'])} | |")
+    for n in args.prefill:
+        a, b = o["prefill_peak"].get(n), m["prefill_peak"].get(n)
+        rows.append(f"| peak memory above weights, prefill {n} | {gb(a)} | "
+                    f"{gb(b) if b else 'skipped'} | {fmt_ratio(a, b)} |")
+    rows.append(f"| peak memory above weights, decode step | {gb(o['decode_peak'])} | "
+                f"{gb(m['decode_peak'])} | {fmt_ratio(o['decode_peak'], m['decode_peak'])} |")
+    po, pm = sum(o["prims"].values()), sum(m["prims"].values())
+    vo = sum(v for k, v in o["prims"].items() if k not in VIEWS)
+    vm = sum(v for k, v in m["prims"].items() if k not in VIEWS)
+    rows.append(f"| primitives per decode step (CPU graph) | {po} | {pm} | {fmt_ratio(po, pm)} |")
+    rows.append(f"| ... not counting views | {vo} | {vm} | {fmt_ratio(vo, vm)} |")
+    mo, mm = o["prims_metal"], m["prims_metal"]
+    rows.append(f"| ... Metal-equivalent (each mx.fast op one primitive) | {mo} | {mm} | "
+                f"{fmt_ratio(mo, mm)} |")
+    parts = decode_bytes(cfg, args.prompt + args.tokens // 2)
+    per_tok = sum(parts.values())
+    bw_best = max(bw.values()) * 1e9
+    rows.append(f"| bytes read per decode token (fp32) | {gb(per_tok)} | {gb(per_tok)} | |")
+    rows.append(f"| achieved bandwidth (bytes x tok/s) | {gb(per_tok * o['decode'])}/s | "
+                f"{gb(per_tok * m['decode'])}/s | {fmt_ratio(o['decode'], m['decode'])} |")
+    rows.append(f"| ... share of measured bandwidth ({bw_best / 1e9:.1f} GB/s) | "
+                f"{per_tok * o['decode'] / bw_best:.0%} | {per_tok * m['decode'] / bw_best:.0%} | |")
+    same = o["tokens"] == m["tokens"]
+    goals = {
+        "prefill 2048 >= 10x mlx-lm": _goal(o["prefill"].get(2048), m["prefill"].get(2048), 10),
+        "decode >= mlx-lm": _goal(o["decode"], m["decode"], 1.0),
+        "decode >= 80% of bandwidth": "met" if per_tok * o["decode"] >= 0.8 * bw_best else
+        f"missed ({per_tok * o['decode'] / bw_best:.0%})",
+        "primitives <= 0.6x mlx-lm": ("met" if po <= 0.6 * pm else f"missed ({po / pm:.2f}x")
+        + (f"; Metal-equivalent {mo / mm:.2f}x)" if po > 0.6 * pm else ""),
+    }
+    extra = {"parts": parts, "same_tokens": same, "goals": goals}
+    return "\n".join(rows), extra
+
+
+def _goal(a, b, x):
+    if not a or not b:
+        return "not measured"
+    return "met" if a >= x * b else f"missed ({a / b:.2f}x)"
+
+
+def prims_table(res: dict) -> str:
+    o, m = res["ours"]["prims"], res["mlx-lm"]["prims"]
+    kinds = sorted(set(o) | set(m), key=lambda k: -(o.get(k, 0) + m.get(k, 0)))
+    rows = ["| primitive | ours | mlx-lm |", "|---|---|---|"]
+    rows += [f"| {k}{' (view)' if k in VIEWS else ''} | {o.get(k, 0)} | {m.get(k, 0)} |"
+             for k in kinds]
+    return "\n".join(rows)
+
+
+def machine() -> dict:
+    import mlx_lm
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram": f"{mem / GiB:.0f} GiB",
+            "blas": mlx_qwen3next.active_blas(), "mlx": mx.__version__,
+            "mlx-lm": mlx_lm.__version__, "ours": mlx_qwen3next.__version__,
+            "device": str(mx.default_device())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--layers", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--prefill", type=int, nargs="+", default=[128, 512, 2048])
+    p.add_argument("--tokens", type=int, default=32, help="decode tokens timed")
+    p.add_argument("--prompt", type=int, default=16, help="prompt length before decode")
+    p.add_argument("--mlxlm-max-prefill", type=int, default=512,
+                   help="skip mlx-lm prefill above this length (it is slow); shown as skipped")
+    p.add_argument("--mlxlm-once-above", type=int, default=512,
+                   help="time mlx-lm's prefill once (not --reps times) above this length")
+    p.add_argument("--reps", type=int, default=2, help="interleaved prefill repetitions")
+    p.add_argument("--no-mtp", action="store_true")
+    p.add_argument("--no-generate-step", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="4 layers, prefill 128 and 512, 16 decode tokens")
+    p.add_argument("--workdir", type=Path,
+                   default=Path(tempfile.gettempdir()) / "qwen3next_e2e")
+    p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--write", action="store_true", help="write bench/RESULTS.md End-to-end")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.layers, args.prefill, args.tokens = [4], [128, 512], 16
+    t0 = time.perf_counter()
+    info = machine()
+    paths = ensure_slice(args.workdir, args.layers, args.rebuild)
+    bw = bandwidth()
+    out = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram']} RAM; "
+           f"device {info['device']}; BLAS: {info['blas']}.",
+           f"Versions: mlx {info['mlx']}, mlx-lm {info['mlx-lm']}, mlx-qwen3next {info['ours']}.",
+           "BANDWIDTH", ""]
+    for L in args.layers:
+        print(f"{L} layers:", file=sys.stderr, flush=True)
+        res = run_pair(paths[L], args)
+        bw = bandwidth(bw)
+        tab, extra = table(L, res, bw, args)
+        out += [f"### {L} layers ({L // 4} x [3 DeltaNet + 1 attention]), 64 experts, "
+                f"float32", "", tab, "",
+                "Greedy tokens identical on both sides: "
+                f"{'yes' if extra['same_tokens'] else 'NO'}.",
+                "Goals: " + "; ".join(f"{k}: {v}" for k, v in extra["goals"].items()) + ".",
+                "", "Bytes per decode token by part: " + ", ".join(
+                    f"{k} {v / 1e6:.0f} MB" for k, v in extra["parts"].items()) + ".",
+                "", "<details><summary>primitives per decode step, by type</summary>", "",
+                prims_table(res), "", "</details>", ""]
+    full = slice_config(48, 512)
+    b4 = sum(decode_bytes(full, 128, bytes_per_param=0.5625, gate_bytes=1.0625).values())
+    out.append(f"For scale, the full 48-layer, 512-expert model at 4-bit (group 64; gates "
+               f"8-bit) reads {b4 / 1e9:.2f} GB per decode token by the same count.")
+    out.append(f"\nWall time of this run: {time.perf_counter() - t0:.0f} s.")
+    out[2] = (f"Measured bandwidth (best of runs before and after each model): "
+              f"{bw['copy']:.1f} GB/s (256 MiB float32 copy, read + write), {bw['gemv']:.1f} "
+              f"GB/s (256 MiB float32 gemv, OpenBLAS, read).")
+    text = "\n".join(out)
+    print(text)
+    if args.write:
+        cmd = "python bench/e2e.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_results(text, cmd.replace(" --write", ""))
+
+
+def write_results(text: str, cmd: str):
+    path = HERE / "RESULTS.md"
+    body = path.read_text() if path.is_file() else "# Benchmark results\n"
+    section = f"## End-to-end\n\nCommand: `{cmd.strip()}`\n\n{text}\n"
+    pattern = re.compile(r"^## End-to-end\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(body):
+        body = pattern.sub(lambda _: section + "\n", body)
+    else:
+        body = body.rstrip("\n") + "\n\n" + section
+    path.write_text(body)
+
+
+if __name__ == "__main__":
+    main()

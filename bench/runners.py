@@ -1,0 +1,130 @@
+"""Ours and mlx-lm's qwen3_next behind one small interface, so the bench runs the same loop on both.
+
+Both take the same checkpoint folder (see slice.py). A prefill runs the model
+body on every prompt token into a fresh cache and the lm_head on the last
+position only, which is what generation needs (and what mlx-lm's generate_step
+does); a decode step is the whole model on one token.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core, for both sides)
+import mlx.core as mx
+
+
+class Runner:
+    name = "?"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.model = None
+
+    # -- implemented per side ---------------------------------------------
+    def make_cache(self):
+        raise NotImplementedError
+
+    def body(self, ids: mx.array, cache) -> mx.array:
+        """Post-final-norm hidden states [B, T, hidden]."""
+        raise NotImplementedError
+
+    def head(self, hidden: mx.array) -> mx.array:
+        raise NotImplementedError
+
+    def cache_arrays(self, cache) -> list:
+        """Every array the cache holds (evaluated with each step, as generation does)."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------
+    def prefill(self, ids: mx.array, cache) -> mx.array:
+        """Logits of the last prompt position [B, 1, vocab]."""
+        return self.head(self.body(ids, cache)[:, -1:])
+
+    def step(self, ids: mx.array, cache) -> mx.array:
+        return self.head(self.body(ids, cache))
+
+    def free(self):
+        self.model = None
+        gc.collect()
+        mx.clear_cache()
+
+
+class Ours(Runner):
+    name = "ours"
+
+    def __init__(self, path, mtp: bool = False):
+        super().__init__(path)
+        from mlx_qwen3next import load_model
+
+        self.model = load_model(self.path, mtp=mtp)
+
+    def make_cache(self):
+        return self.model.make_cache()
+
+    def body(self, ids, cache):
+        return self.model.hidden(ids, cache)
+
+    def head(self, hidden):
+        return self.model.logits(hidden)
+
+    def cache_arrays(self, cache):
+        from mlx_qwen3next.cache import KVCache
+
+        out = []
+        for c in cache:
+            if isinstance(c, KVCache):
+                out += [c.keys, c.values]
+            else:
+                out += [c.conv_state, c.recurrent_state]
+        return [a for a in out if a is not None]
+
+
+class MlxLm(Runner):
+    name = "mlx-lm"
+
+    def __init__(self, path, share: "Ours | None" = None):
+        """mlx-lm's own loader on `path` (strict: every tensor of model*.safetensors must
+        match its module tree). With `share`, the loader runs lazily and the model then
+        points at the arrays `share` loaded from the same files (same names, shapes and
+        dtypes, checked), so both models can stay resident in one copy of the weights."""
+        super().__init__(path)
+        from mlx.utils import tree_flatten
+        from mlx_lm.utils import load_model
+
+        self.model, _ = load_model(self.path, lazy=share is not None, strict=True)
+        if share is not None:
+            theirs = dict(tree_flatten(self.model.parameters()))
+            ours = {k: v for k, v in tree_flatten(share.model.parameters())
+                    if not k.startswith("mtp.")}
+            if set(theirs) != set(ours):
+                raise ValueError(f"parameter names differ: {sorted(set(theirs) ^ set(ours))[:5]}")
+            for k, v in theirs.items():
+                if v.shape != ours[k].shape or v.dtype != ours[k].dtype:
+                    raise ValueError(f"{k}: {v.shape} {v.dtype} vs {ours[k].shape} {ours[k].dtype}")
+            self.model.load_weights(list(ours.items()), strict=True)
+        self.model.eval()
+
+    def make_cache(self):
+        return self.model.make_cache()
+
+    def body(self, ids, cache):
+        return self.model.model(ids, cache)
+
+    def head(self, hidden):
+        return self.model.lm_head(hidden)
+
+    def cache_arrays(self, cache):
+        from mlx_lm.models.cache import ArraysCache
+
+        out = []
+        for c in cache:
+            if isinstance(c, ArraysCache):
+                out += list(c.cache)
+            else:
+                out += [c.keys, c.values]
+        return [a for a in out if a is not None]
+
+
+RUNNERS = {"ours": Ours, "mlx-lm": MlxLm}

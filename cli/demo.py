@@ -43,7 +43,7 @@ def demo(
     from mlx_qwen3next import ChatSession, load
     from mlx_qwen3next.demo import SCRIPT, build
 
-    out.print(Panel(Text(BANNER), title="qwen3next demo", border_style="yellow"))
+    out.print(Panel(Text(BANNER), title="qwen3next demo", border_style="yellow"), soft_wrap=False)
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="qwen3next-demo-"))
     try:
         t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def demo(
             model, tokenizer = load(result.path)
         out.print(Text(f"3. loaded it ({time.perf_counter() - t0:.1f} s so far); "
                        "a scripted chat through the real pipeline (random weights!):"))
-        session = ChatSession(model, tokenizer, max_tokens=max_tokens, temperature=0.0)
+        session = ChatSession(model, tokenizer, max_tokens=max_tokens, seed=0)  # card sampling
         ChatRepl(session, ScriptReader(SCRIPT, out), out, out).run()
         out.print(Text(f"demo done in {time.perf_counter() - t0:.1f} s. Next: "
                        "`qwen3next convert` the real model, then `qwen3next chat`.", style="bold"))

@@ -13,22 +13,15 @@ from .console import note
 from .stats import stats_line
 
 
+@o.generation_options
 def generate(
     model: Optional[str] = o.MODEL,
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The prompt (default: stdin)."),
-    system: Optional[str] = o.SYSTEM,
-    max_tokens: Optional[int] = o.MAX_TOKENS,
-    temperature: Optional[float] = o.TEMPERATURE,
-    top_p: Optional[float] = o.TOP_P,
-    top_k: Optional[int] = o.TOP_K,
-    min_p: Optional[float] = o.MIN_P,
-    presence_penalty: Optional[float] = o.PRESENCE,
-    seed: Optional[int] = o.SEED,
-    mtp: Optional[bool] = o.MTP,
-    dtype: Optional[str] = o.DTYPE,
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, timings."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stats line on stderr."),
+    *,
+    opts: o.GenerationOptions,
 ):
     """Generate one reply: to stdout as it streams, or as JSON with --json.
 
@@ -38,13 +31,13 @@ def generate(
     from mlx_qwen3next.generate import stream_generate
 
     text = prompt if prompt is not None else _stdin()
-    path, mdl, tokenizer = o.open_model(model, dtype, mtp)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": text}]
+    path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
+    system = [{"role": "system", "content": opts.system}] if opts.system else []
+    messages = system + [{"role": "user", "content": text}]
     pieces, last, drafted = [], None, 0
     stream = stream_generate(
-        mdl, tokenizer, text if raw else messages, max_tokens=max_tokens or 512, mtp=mtp,
-        **o.sampling(temperature, top_p, top_k, min_p, presence_penalty, seed))
+        mdl, tokenizer, text if raw else messages, max_tokens=opts.max_tokens or 512,
+        mtp=opts.mtp, **opts.sampling())
     for last in stream:
         pieces.append(last.text)
         drafted += last.from_draft
@@ -52,7 +45,7 @@ def generate(
             sys.stdout.write(last.text)
             sys.stdout.flush()
     if as_json:
-        print(json.dumps(_record(path, "".join(pieces), last), ensure_ascii=False))
+        print(json.dumps(_record(path, "".join(pieces), last, drafted), ensure_ascii=False))
     else:
         sys.stdout.write("\n")
     if verbose and last is not None:
@@ -69,7 +62,7 @@ def _stdin() -> str:
     return text.rstrip("\n")
 
 
-def _record(path, text: str, last) -> dict:
+def _record(path, text: str, last, from_drafts: int) -> dict:
     rec = {"model": str(path), "text": text}
     if last is not None:
         rec.update(
@@ -80,5 +73,6 @@ def _record(path, text: str, last) -> dict:
             prompt_tps=round(last.prompt_tps, 2),
             generation_tps=round(last.generation_tps, 2),
             peak_memory_gb=round(last.peak_memory, 3),
+            from_mtp_drafts=from_drafts,
         )
     return rec

@@ -19,7 +19,8 @@ def models():
         return
     table = Table(box=None, pad_edge=False)
     for col in ("name", "kind", "weights", "size", "path"):
-        table.add_column(col, justify="right" if col == "size" else "left", no_wrap=col != "path")
+        table.add_column(col, justify="right" if col == "size" else "left",
+                         no_wrap=col != "path", overflow="fold")
     for m in found:
         kind = "converted" if m.source == "converted" else "downloaded"
         table.add_row(*(Text(c) for c in (m.name, kind, m.quantization, size(m.size_bytes), str(m.path))))

@@ -1,7 +1,10 @@
-"""Options shared by `chat`, `generate` and `demo`, and loading the model they name."""
+"""Options shared by `chat` and `generate`, and loading the model they name."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -13,23 +16,61 @@ from .console import err
 
 MODEL = typer.Argument(None, help="Model folder, name in the models folder, or Hub repo id "
                                   "(default: the newest converted model).")
-SYSTEM = typer.Option(None, "--system", "-s", help="System prompt.")
-MAX_TOKENS = typer.Option(None, "--max-tokens", "-m", min=1, help="Stop after this many tokens.")
-TEMPERATURE = typer.Option(None, "--temperature", "--temp", "-t", help="0 is greedy (default 0.7).")
-TOP_P = typer.Option(None, "--top-p", help="Nucleus sampling (default 0.8).")
-TOP_K = typer.Option(None, "--top-k", help="Top-k sampling, 0 off (default 20).")
-MIN_P = typer.Option(None, "--min-p", help="Min-p sampling, 0 off.")
-PRESENCE = typer.Option(None, "--presence-penalty", help="0 to 2 against repeats.")
-SEED = typer.Option(None, "--seed", help="Random seed for sampling.")
-MTP = typer.Option(None, "--mtp/--no-mtp", help="Speculative decoding with the MTP head "
-                                               "(default: on when the model has one).")
-DTYPE = typer.Option(None, "--dtype", help="Cast float weights, e.g. float32.")
 
 
-def sampling(temperature, top_p, top_k, min_p, presence_penalty, seed) -> dict:
-    given = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                 presence_penalty=presence_penalty, seed=seed)
-    return {k: v for k, v in given.items() if v is not None}
+@dataclass
+class GenerationOptions:
+    """The options `chat` and `generate` share (see `generation_options`)."""
+
+    system: Optional[str] = None
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    mtp: Optional[bool] = None
+    dtype: Optional[str] = None
+
+    def sampling(self) -> dict:
+        names = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "seed")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+_SHARED = {
+    "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt.")),
+    "max_tokens": (Optional[int], typer.Option(None, "--max-tokens", "-m", min=1,
+                                               help="Stop a reply after this many tokens.")),
+    "temperature": (Optional[float], typer.Option(None, "--temperature", "--temp", "-t",
+                                                  help="0 is greedy (default 0.7).")),
+    "top_p": (Optional[float], typer.Option(None, "--top-p", help="Nucleus sampling (default 0.8).")),
+    "top_k": (Optional[int], typer.Option(None, "--top-k", help="Top-k sampling, 0 off (default 20).")),
+    "min_p": (Optional[float], typer.Option(None, "--min-p", help="Min-p sampling, 0 off.")),
+    "presence_penalty": (Optional[float], typer.Option(None, "--presence-penalty",
+                                                       help="0 to 2 against repeats.")),
+    "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed for sampling.")),
+    "mtp": (Optional[bool], typer.Option(None, "--mtp/--no-mtp", help=(
+        "Speculative decoding with the MTP head (default: on when the model has one)."))),
+    "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights, e.g. float32.")),
+}
+
+
+def generation_options(command):
+    """Give `command` the shared options; it receives them as `opts: GenerationOptions`."""
+    sig = inspect.signature(command)
+    own = [p for name, p in sig.parameters.items() if name != "opts"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, (kind, option) in _SHARED.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        opts = GenerationOptions(**{name: kwargs.pop(name) for name in _SHARED})
+        return command(**kwargs, opts=opts)
+
+    wrapper.__signature__ = sig.replace(parameters=own + shared)
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "opts"}
+    return wrapper
 
 
 def pick_model(name: Optional[str]) -> Path:

@@ -15,7 +15,17 @@ CFG = tiny_config(num_hidden_layers=8, moe_intermediate_size=64, shared_expert_i
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("src") / "tiny8", CFG)
+    return write_checkpoint(tmp_path_factory.mktemp("src") / "tiny8", CFG, dtype="float32")
+
+
+def same_logits_in_both_loaders(directory):
+    """mlx-lm rebuilds the per-module overrides exactly as we do."""
+    from mlx_lm.utils import load_model as mlx_lm_load_model
+
+    ids = mx.array([[3, 1, 4, 1, 5, 9, 2, 6]])
+    ours = mlx_qwen3next.load_model(directory, mtp=False)(ids)
+    theirs = mlx_lm_load_model(directory)[0](ids)
+    assert (mx.abs(ours - theirs).max() / mx.abs(theirs).max()).item() <= 1e-4
 
 
 def bits_on_disk(directory) -> dict[str, int]:
@@ -74,6 +84,7 @@ def test_mixed_3_4_on_disk(src, tmp_path):
         assert bits[f"{p}.switch_mlp.down_proj"] == (4 if i in keep else 3)
         assert bits[f"{p}.gate"] == bits[f"{p}.shared_expert_gate"] == 8
     assert bits["lm_head"] == 4
+    same_logits_in_both_loaders(tmp_path / "m")
 
 
 def test_fit_to_memory(src, tmp_path, capsys):
@@ -91,6 +102,7 @@ def test_fit_to_memory(src, tmp_path, capsys):
     result = convert(src, tmp_path / "fit", max_memory=budget, progress=True)
     assert result.size_bytes <= budget
     assert "estimated" in capsys.readouterr().err
+    same_logits_in_both_loaders(tmp_path / "fit")
     assert make_plan(src, max_memory=10**12).size_bytes == full  # fits: unchanged
     with pytest.raises(ConvertError, match="cannot fit in"):
         make_plan(src, max_memory=small // 2)

@@ -24,26 +24,9 @@ import numpy as np
 from .errors import ConvertError
 from .recipe import QuantSpec
 from .st_io import Entry, SourceReader, TensorInfo, itemsize
+from ..model.norms import is_zero_centred
 
 _EXPERT = re.compile(r"^(.+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-_CENTRED_SUFFIXES = (
-    ".input_layernorm.weight",
-    ".post_attention_layernorm.weight",
-    ".q_norm.weight",
-    ".k_norm.weight",
-)
-_CENTRED_NAMES = {
-    "model.norm.weight",
-    "mtp.norm.weight",
-    "mtp.pre_fc_norm_embedding.weight",
-    "mtp.pre_fc_norm_hidden.weight",
-}
-
-
-def is_zero_centred(name: str) -> bool:
-    return name in _CENTRED_NAMES or name.endswith(_CENTRED_SUFFIXES)
-
-
 @dataclass
 class OutTensor:
     """One converted tensor: made from `sources` by `op`, maybe quantized."""

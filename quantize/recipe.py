@@ -83,6 +83,7 @@ class Recipe:
 
 
 RECIPES = ("4bit", "8bit", "mixed-3-4")
+ALIASES = {"mixed_3_4": "mixed-3-4"}  # mlx-lm's spelling
 
 
 def make_recipe(
@@ -93,6 +94,7 @@ def make_recipe(
 ) -> Recipe:
     """A named recipe; `bits` makes every tensor but the gates that many bits,
     `group_size` sets the group size of all."""
+    name = ALIASES.get(name, name)
     if name not in RECIPES:
         raise ConvertError(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
     if bits is not None and bits not in VALID_BITS:

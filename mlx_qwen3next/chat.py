@@ -67,13 +67,14 @@ class ChatSession:
                  stop=None, max_context: Optional[int] = None,
                  prefill_step_size: int = PREFILL_STEP, kv_bits: Optional[int] = None,
                  max_snapshots: int = 6, mtp: Optional[bool] = None, draft_tokens: int = 1,
-                 **sampling):
+                 progress=None, **sampling):
         self.model, self.tokenizer, self.tools = model, tokenizer, tools
         self.sampling = default_sampling(tokenizer, model).update(**sampling)
         self.max_tokens, self.stop = check_max_tokens(max_tokens), check_stop(stop)
         self.max_context = max_context or context_limit(model.config)
         self.prefill_step_size, self.kv_bits = prefill_step_size, kv_bits
         self.max_snapshots, self.mtp, self.draft_tokens = max(1, max_snapshots), mtp, draft_tokens
+        self.progress = progress  # progress(done, total) during a turn's prefill
         self._messages: list[dict] = []
         self._active = None
         self._last = SessionStats()
@@ -256,7 +257,7 @@ class ChatSession:
         tokens, texts, finish, first = [], [], None, None
         with wired_limit(self.model):
             try:
-                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size)
+                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size, self.progress)
             except BaseException:
                 rewind(self.cache, start.mark)
                 undo()

@@ -63,4 +63,6 @@ class OneLineErrors(TyperGroup):
                 raise
             say_error(describe(e))
             return 1
+        if rv == 130:  # typer turns Ctrl-C into Exit(130)
+            say_error("interrupted")
         return rv if isinstance(rv, int) else 0

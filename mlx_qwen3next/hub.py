@@ -165,10 +165,10 @@ def list_models() -> list[LocalModel]:
 
 
 def _hub_cached() -> list[LocalModel]:
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
-    try:
-        info = scan_cache_dir()
+    try:  # the cache folder as huggingface_hub sees it now (HF_HOME, HF_HUB_CACHE)
+        info = scan_cache_dir(constants.HF_HUB_CACHE)
     except Exception:  # noqa: BLE001  (no cache yet, unreadable cache)
         return []
     found = []

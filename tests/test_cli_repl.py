@@ -88,6 +88,7 @@ def test_chat_in_a_terminal(model, tmp_path):
 
     child.sendcontrol("c")  # at the prompt: nothing to stop, the chat stays
     child.expect_exact("Ctrl-D or /exit")
+    child.expect_exact(PROMPT)  # send ^D only once prompt_toolkit reads again
     child.sendcontrol("d")
     child.expect(pexpect.EOF)
     child.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
 import pytest
 from rich.console import Console

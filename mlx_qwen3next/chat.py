@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, Optional
 
+import mlx.core as mx
+
 from .generate import PREFILL_STEP, GenerationResponse, prefill, stream_generate
 from .kv_quant import quantize_kv
 from .long_context import context_limit
@@ -90,23 +92,18 @@ class ChatSession:
         if key in _SAMPLING:
             self.sampling = self.sampling.update(**{key: value})
             if key == "seed" and value is not None:
-                import mlx.core as mx
-
                 mx.random.seed(value)
         elif key == "max_tokens":
             self.max_tokens = check_max_tokens(value)
         elif key == "stop":
             self.stop = check_stop(value)
         elif key == "system":
+            if value is not None and not isinstance(value, str):
+                raise ValueError("system must be text")
             self._close_active()
-            has = bool(self._messages) and self._messages[0]["role"] == "system"
-            if value:
-                if not isinstance(value, str):
-                    raise ValueError("system must be text")
-                msg = {"role": "system", "content": check_text(value, "system prompt")}
-                self._messages[:has] = [msg]
-            elif has:
-                del self._messages[0]
+            has = self.system is not None
+            self._messages[:has] = [{"role": "system", "content": check_text(
+                value, "system prompt")}] if value else []
         else:
             known = ", ".join(sorted(_SAMPLING | set(_OTHER)))
             raise ValueError(f"unknown setting {key!r} (known: {known})")
@@ -118,8 +115,8 @@ class ChatSession:
 
     @property
     def system(self) -> Optional[str]:
-        m = self._messages
-        return m[0]["content"] if m and m[0]["role"] == "system" else None
+        first = self._messages[0] if self._messages else {}
+        return first.get("content") if first.get("role") == "system" else None
 
     # -- conversation ---------------------------------------------------------
     @property

@@ -21,7 +21,9 @@ from .long_context import context_limit
 from .memory import wired_limit
 from .prompt import check_max_tokens, check_stop, encode_prompt
 from .rollback import cache_arrays, mark, rewind
-from .sampling import SamplingConfig, default_sampling, make_processors, make_sampling_fn
+from .sampling import (
+    SamplingConfig, default_sampling, make_processors, make_sampling_fn, resolve_sampling,
+)
 
 PREFILL_STEP = 2048
 
@@ -178,11 +180,10 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
     `max_tokens` (None: until the context is full). Pass `cache` to continue a
     conversation (see `token_stream` for what it holds afterwards).
     """
-    cfg = (sampling or default_sampling(tokenizer, model)).update(**{
-        k: v for k, v in dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                              presence_penalty=presence_penalty,
-                              repetition_penalty=repetition_penalty, seed=seed).items()
-        if v is not None})
+    cfg = resolve_sampling(sampling or default_sampling(tokenizer, model),
+                           temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                           presence_penalty=presence_penalty,
+                           repetition_penalty=repetition_penalty, seed=seed)
     stops, max_tokens = check_stop(stop), check_max_tokens(max_tokens)
     if isinstance(prefill_step_size, bool) or not isinstance(prefill_step_size, int) \
             or prefill_step_size < 1:

@@ -30,7 +30,7 @@ def chat(
 
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     session = ChatSession(mdl, tokenizer, system=opts.system, max_tokens=opts.max_tokens or 2048,
-                          mtp=opts.mtp, **opts.sampling())
+                          mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
     mtp_on = getattr(mdl, "has_mtp", False) and opts.mtp is not False
     head = "MTP speculative decoding on" if mtp_on else ""
     err.print(Text.assemble((path.name, "bold"), f" ready{' · ' + head if head else ''} · /help for "

@@ -37,7 +37,7 @@ def generate(
     pieces, last, drafted = [], None, 0
     stream = stream_generate(
         mdl, tokenizer, text if raw else messages, max_tokens=opts.max_tokens or 512,
-        mtp=opts.mtp, **opts.sampling())
+        mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
     for last in stream:
         pieces.append(last.text)
         drafted += last.from_draft
@@ -50,7 +50,7 @@ def generate(
         sys.stdout.write("\n")
     if verbose and last is not None:
         note(stats_line(last.prompt_tokens, last.prompt_time, last.generation_tokens,
-                        last.generation_tps, from_drafts=drafted))
+                        last.generation_tps, from_drafts=drafted, draft_tokens=opts.draft_tokens))
 
 
 def _stdin() -> str:

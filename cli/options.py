@@ -31,6 +31,7 @@ class GenerationOptions:
     presence_penalty: Optional[float] = None
     seed: Optional[int] = None
     mtp: Optional[bool] = None
+    draft_tokens: int = 1
     dtype: Optional[str] = None
 
     def sampling(self) -> dict:
@@ -52,6 +53,8 @@ _SHARED = {
     "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed for sampling.")),
     "mtp": (Optional[bool], typer.Option(None, "--mtp/--no-mtp", help=(
         "Speculative decoding with the MTP head (default: on when the model has one)."))),
+    "draft_tokens": (int, typer.Option(1, "--draft-tokens", min=1, max=4,
+                                       help="Tokens the MTP head drafts per step.")),
     "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights, e.g. float32.")),
 }
 

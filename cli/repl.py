@@ -103,7 +103,8 @@ class ChatRepl:
             return
         st = self.session.stats
         self.say(stats_line(st.prompt_tokens, st.ttft, last.generation_tokens, last.generation_tps,
-                            st.context_used, st.max_context, drafted, stopped))
+                            st.context_used, st.max_context, drafted,
+                            getattr(self.session, "draft_tokens", 1), stopped))
 
     # -- slash commands -------------------------------------------------------
     def do_help(self, arg):

@@ -51,6 +51,7 @@ def test_help_names_every_command():
     (("generate", "m", "--max-tokens", "0"), 2),
     (("info", "m", "--context", "many"), 2),
     (("info",), 2),
+    (("chat", "m", "--draft-tokens", "9"), 2),
 ])
 def test_bad_flags(args, code):
     result = run(*args)

@@ -105,10 +105,11 @@ def test_info_says_when_it_does_not_fit(tmp_path, monkeypatch):
 
 
 def test_stats_line():
-    line = stats_line(12, 0.25, 40, 33.3, 100, 1000, from_drafts=30, stopped=True)
+    # 40 tokens, 16 from drafts: 24 forwards, the 23 after the first drafting 2 each
+    line = stats_line(12, 0.25, 40, 33.3, 100, 1000, from_drafts=16, draft_tokens=2, stopped=True)
     assert line == ("12 prompt tokens, first token after 0.25 s · 40 tokens at 33.3 tok/s · "
-                    "context 100 of 1,000 (10.0%) · MTP: 30 of 40 tokens from accepted drafts "
-                    "(75%) · stopped")
+                    "context 100 of 1,000 (10.0%) · MTP acceptance 35%, 1.67 tokens per forward"
+                    " · stopped")
 
 
 def test_error_lines():

@@ -21,11 +21,32 @@ def gated_delta_decode(q, k, v, g, beta, state=None, lengths=None):
     out_dtype, acc = q.dtype, accum_dtype(q.dtype)
     q, k, v, g, beta = (x.astype(acc) for x in mask_padding(q, k, v, g, beta, lengths))
     S = init_state(state, B, Hv, Dv, Dk, acc).reshape(B, Hk, r, Dv, Dk)
+    if T == 1:
+        y, S = _one_token(q.reshape(B, Hk, 1, Dk), k.reshape(B, Hk, 1, Dk),
+                          v.reshape(B, Hk, r, Dv), g.reshape(B, Hk, r), beta.reshape(B, Hk, r), S)
+        return y.reshape(B, 1, Hv, Dv).astype(out_dtype), S.reshape(B, Hv, Dv, Dk)
     heads = lambda x: x.reshape(B, T, Hk, -1, x.shape[-1]).transpose(0, 2, 3, 1, 4)
     gates = lambda x: x.reshape(B, T, Hk, r).transpose(0, 2, 3, 1)
     y, S = _few_tokens(heads(q), heads(k), heads(v), gates(g), gates(beta), S)
     y = y.transpose(0, 3, 1, 2, 4).reshape(B, T, Hv, Dv)
     return y.astype(out_dtype), S.reshape(B, Hv, Dv, Dk)
+
+
+@mx.compile
+def _one_token(q, k, v, g, beta, S):
+    """One token, the state read once for both products and written once.
+
+    q, k [B,Hk,1,Dk]; v [B,Hk,r,Dv]; g, beta [B,Hk,r]; S [B,Hk,r,Dv,Dk].
+    With decay e = exp(g): S' = e S + d k^T where d = beta (v - e S k), so
+    S' q = e S q + d (k . q): both S k and S q come from one pass over S.
+    """
+    decay = mx.exp(g)[..., None]
+    Sk = (S * k[..., None, :]).sum(-1)
+    Sq = (S * q[..., None, :]).sum(-1)
+    d = beta[..., None] * (v - decay * Sk)
+    y = decay * Sq + d * (k * q).sum(-1, keepdims=True)
+    S = S * decay[..., None] + d[..., None] * k[..., None, :]
+    return y, S
 
 
 @mx.compile

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -28,63 +30,34 @@ class GatedDeltaNet(nn.Module):
         self.A_log = mx.zeros((self.nv,))
         self.norm = GatedRMSNorm(self.dv, eps=cfg.rms_norm_eps)
         self.out_proj = nn.Linear(self.value_dim, H, bias=False)
-
-    def split_projections(self, qkvz: mx.array, ba: mx.array):
-        """Undo the per-key-head-group interleaving: [q | k | v.. | z..] and [b.. | a..]."""
-        B, L, _ = qkvz.shape
-        r = self.nv // self.nk
-        qkvz = qkvz.reshape(B, L, self.nk, -1)
-        q, k, v, z = mx.split(qkvz, [self.dk, 2 * self.dk, 2 * self.dk + r * self.dv], -1)
-        b, a = mx.split(ba.reshape(B, L, self.nk, 2 * r), [r], -1)
-        v = v.reshape(B, L, self.nv, self.dv)
-        z = z.reshape(B, L, self.nv, self.dv)
-        return q, k, v, z, b.reshape(B, L, self.nv), a.reshape(B, L, self.nv)
-
-    def causal_conv(self, x: mx.array, cache, pad_mask):
-        """Depthwise causal conv over [conv_state, x] (then SiLU); updates the conv state."""
-        B, L, C = x.shape
-        if pad_mask is not None:
-            x = mx.where(pad_mask[..., None], x, 0)
-        state = cache.conv_state if cache is not None else None
-        if state is None:
-            state = mx.zeros((B, self.kernel - 1, C), x.dtype)
-        window = mx.concatenate([state.astype(x.dtype), x], axis=1)
-        if cache is not None:
-            cache.conv_state = window[:, -(self.kernel - 1) :, :]
-            if cache.keep_steps:
-                cache.step_window = window
-        w = self.conv1d.weight[:, :, 0]  # [C, K]
-        out = window[:, 0:L, :] * w[:, 0]
-        for i in range(1, self.kernel):
-            out = out + window[:, i : i + L, :] * w[:, i]
-        return nn.silu(out)
+        self._prepare = mx.compile(
+            partial(prepare_inputs, heads=(self.nk, self.dk, self.nv, self.dv))
+        )
 
     def __call__(self, x: mx.array, cache=None, pad_mask=None, lengths=None) -> mx.array:
         B, L, _ = x.shape
-        q, k, v, z, b, a = self.split_projections(self.in_proj_qkvz(x), self.in_proj_ba(x))
-        mixed = mx.concatenate(
-            [q.reshape(B, L, -1), k.reshape(B, L, -1), v.reshape(B, L, -1)], axis=-1
-        )
-        mixed = self.causal_conv(mixed, cache, pad_mask)
-        q, k, v = mx.split(mixed, [self.key_dim, 2 * self.key_dim], -1)
-        q = l2_normalize(q.reshape(B, L, self.nk, self.dk)) * (self.dk**-0.5)
-        k = l2_normalize(k.reshape(B, L, self.nk, self.dk))
-        v = v.reshape(B, L, self.nv, self.dv)
-        beta = mx.sigmoid(b.astype(mx.float32))
-        g = -mx.exp(self.A_log.astype(mx.float32)) * nn.softplus(
-            a.astype(mx.float32) + self.dt_bias.astype(mx.float32)
+        if pad_mask is not None:
+            x = mx.where(pad_mask[..., None], x, 0)  # padding feeds zeros to the conv
+        conv_state = cache.conv_state if cache is not None else None
+        if conv_state is None:
+            conv_state = mx.zeros((B, self.kernel - 1, self.conv_dim), x.dtype)
+        q, k, v, z, g, beta, window = self._prepare(
+            self.in_proj_qkvz(x), self.in_proj_ba(x), conv_state.astype(x.dtype),
+            self.conv1d.weight, self.A_log, self.dt_bias,
         )
         state = cache.recurrent_state if cache is not None else None
-        q, k = q.astype(x.dtype), k.astype(x.dtype)
-        if cache is not None and cache.keep_steps:
-            y, state = self.stepwise(cache, q, k, v, g, beta, state)
+        if cache is not None:
+            cache.conv_state = window[:, L:, :]
+            if cache.keep_steps:
+                cache.step_window = window
+                y, state = self.stepwise(cache, q, k, v, g, beta, state)
+            else:
+                y, state = gated_delta(q, k, v, g, beta, state, lengths)
+            cache.recurrent_state = state
         else:
             y, state = gated_delta(q, k, v, g, beta, state, lengths)
-        if cache is not None:
-            cache.recurrent_state = state
         y = self.norm(y, z)
         return self.out_proj(y.reshape(B, L, -1))
-
 
     @staticmethod
     def stepwise(cache, q, k, v, g, beta, state):
@@ -98,6 +71,39 @@ class GatedDeltaNet(nn.Module):
         return mx.concatenate(ys, axis=1), state
 
 
+def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
+    """Projections -> the delta rule's inputs: one compiled graph, so few primitives.
+
+    Undoes the per-key-head-group interleaving ([q | k | v.. | z..] and [b.. | a..]),
+    runs the depthwise causal conv over [conv_state, q k v] with SiLU, L2-normalises
+    q and k (q also scaled by Dk^-0.5) and computes the gates in float32.
+    Returns q, k, v, z, g, beta and the conv window (its tail is the next conv state).
+    """
+    nk, dk, nv, dv = heads
+    B, L, _ = qkvz.shape
+    r = nv // nk
+    q, k, v, z = mx.split(qkvz.reshape(B, L, nk, -1), [dk, 2 * dk, 2 * dk + r * dv], -1)
+    b, a = mx.split(ba.reshape(B, L, nk, 2 * r), [r], -1)
+    mixed = mx.concatenate(
+        [q.reshape(B, L, -1), k.reshape(B, L, -1), v.reshape(B, L, -1)], axis=-1
+    )
+    window = mx.concatenate([conv_state, mixed], axis=1)
+    width = conv_weight.shape[1]
+    w = conv_weight[:, :, 0]  # [C, K]
+    out = window[:, 0:L, :] * w[:, 0]
+    for i in range(1, width):
+        out = out + window[:, i : i + L, :] * w[:, i]
+    q, k, v = mx.split(nn.silu(out), [nk * dk, 2 * nk * dk], -1)
+    q = l2_normalize(q.reshape(B, L, nk, dk)) * (dk**-0.5)
+    k = l2_normalize(k.reshape(B, L, nk, dk))
+    beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))
+    g = -mx.exp(A_log.astype(mx.float32)) * nn.softplus(
+        a.reshape(B, L, nv).astype(mx.float32) + dt_bias.astype(mx.float32)
+    )
+    return (q.astype(qkvz.dtype), k.astype(qkvz.dtype), v.reshape(B, L, nv, dv),
+            z.reshape(B, L, nv, dv), g, beta, window)
+
+
 def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:
     xf = x.astype(mx.float32)
-    return (xf * mx.rsqrt((xf * xf).sum(-1, keepdims=True) + eps)).astype(x.dtype)
+    return xf * mx.rsqrt((xf * xf).sum(-1, keepdims=True) + eps)

@@ -151,7 +151,7 @@ def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
     def speculative(ids, cache, procs, max_tokens, step, progress):
         return speculative_stream(model, ids, cache, draft_tokens=draft_tokens, sampling=params,
                                   logits_processors=procs, max_tokens=max_tokens,
-                                  prefill_step=step)
+                                  prefill_step=step, progress=progress)
 
     return speculative
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import mlx.core as mx
-from mlx_lm.sample_utils import make_repetition_penalty, make_sampler
 
 # The Qwen3-Next-Instruct model card's recommendation.
 CARD_DEFAULTS = dict(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
@@ -92,6 +91,8 @@ def validate(cfg: SamplingConfig) -> None:
 
 def make_sampling_fn(cfg: SamplingConfig, vocab_size: int) -> Callable[[mx.array], mx.array]:
     """logprobs [B, V] -> tokens [B]: temperature first, then the filters, then a draw."""
+    from mlx_lm.sample_utils import make_sampler  # mlx_lm pulls in transformers: import late
+
     if cfg.greedy:
         return make_sampler(0.0)
     top_k = cfg.top_k if cfg.top_k < vocab_size else 0  # k >= V keeps everything
@@ -124,6 +125,8 @@ def make_processors(cfg: SamplingConfig, prompt_len: int) -> list:
     `tokens` is what the token loop fed in this call: the prompt (prompt_len
     tokens) followed by the reply so far.
     """
+    from mlx_lm.sample_utils import make_repetition_penalty
+
     procs = []
     if cfg.repetition_penalty != 1.0:
         procs.append(make_repetition_penalty(cfg.repetition_penalty,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
 
 @dataclass
@@ -27,6 +26,8 @@ class SamplingParams:
 
     def probs(self, logits: mx.array) -> mx.array:
         """The sampling distribution [B, V] for logits [B, V]."""
+        from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
         lp = log_softmax(log_softmax(logits) / self.temperature)
         if 0 < self.top_p < 1.0:
             lp = apply_top_p(lp, self.top_p)

@@ -63,11 +63,15 @@ def speculative_stream(
     prefill_step: int = 2048,
     mtp_cache: Optional[HybridCache] = None,
     stats: Optional[MTPStats] = None,
-) -> Iterator[tuple[int, mx.array]]:
-    """Yield (token, logprobs) like plain decoding, drafting with the MTP head.
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Iterator[tuple[int, mx.array, bool]]:
+    """Yield (token, logprobs, accepted from a draft) like plain decoding, drafting with MTP.
 
     When the consumer stops early, the cache holds the prompt and every yielded
-    token except the last, exactly as after plain decoding.
+    token except the last, exactly as after plain decoding. The MTP head's own
+    KV cache lives on `cache` (as `cache.mtp_cache`) so later turns of a
+    conversation draft with the earlier context; it is trimmed back whenever
+    the main cache was rewound behind it.
     """
     if not model.has_mtp:
         raise ValueError("this checkpoint has no MTP head (mtp.* weights); use plain decoding")
@@ -76,14 +80,14 @@ def speculative_stream(
     sampling = sampling or SamplingParams()
     processors = logits_processors or []
     stats = stats if stats is not None else MTPStats()
-    mtp_cache = mtp_cache if mtp_cache is not None else model.mtp.make_cache()
+    mtp_cache = _mtp_cache_for(model, cache, mtp_cache)
     history = list(prompt)
 
-    hidden = _prefill(model, history, cache, mtp_cache, prefill_step)
+    hidden = _prefill(model, history, cache, mtp_cache, prefill_step, progress)
     stats.forwards += 1
     token, logprobs = sampling.sample(_process(processors, history, model.logits(hidden)))
     history.append(token)
-    yield token, logprobs
+    yield token, logprobs, False
     stats.tokens += 1
     pairs = (hidden, mx.array([[token]]))  # true hidden states whose next token is known
     produced, rnd = 1, _Round()
@@ -100,12 +104,12 @@ def speculative_stream(
             out, all_lps = _accept(model, verify_hidden, drafts, draft_qs, history,
                                    processors, sampling)
             stats.accepted += len(out) - 1
-            for tok, lp in zip(out, all_lps):
+            for i, (tok, lp) in enumerate(zip(out, all_lps)):
                 history.append(tok)
                 rnd.yielded += 1
                 produced += 1
                 stats.tokens += 1
-                yield tok, lp
+                yield tok, lp, i < len(out) - 1
                 if produced >= max_tokens:
                     break
             mtp_cache.trim_kv(len(drafts) - 1)  # the chained draft steps were guesses
@@ -117,7 +121,16 @@ def speculative_stream(
         rnd.settle(cache)
 
 
-def _prefill(model, prompt, cache, mtp_cache, step):
+def _mtp_cache_for(model, cache, given):
+    if given is None:
+        given = getattr(cache, "mtp_cache", None) or model.mtp.make_cache()
+    if given.offset > cache.offset:  # the main cache went back (undo, retry)
+        given.trim_kv(given.offset - cache.offset)
+    cache.mtp_cache = given
+    return given
+
+
+def _prefill(model, prompt, cache, mtp_cache, step, progress=None):
     """Main-model prefill in chunks; the MTP head sees each (hidden, next token) pair."""
     pending = None
     for start in range(0, len(prompt), step):
@@ -130,6 +143,8 @@ def _prefill(model, prompt, cache, mtp_cache, step):
             model.mtp_forward(hidden[:, :-1], chunk[:, 1:], mtp_cache)
         pending = hidden[:, -1:]
         mx.eval(pending)
+        if progress is not None:
+            progress(min(start + step, len(prompt)), len(prompt))
     return pending
 
 

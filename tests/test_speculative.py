@@ -69,7 +69,7 @@ def greedy_plain(model, prompt, n):
 def spec(model, prompt, n, k, **kw):
     stats = MTPStats()
     cache = model.make_cache()
-    tokens = [t for t, _ in speculative_stream(model, prompt, cache, draft_tokens=k,
+    tokens = [t for t, *_ in speculative_stream(model, prompt, cache, draft_tokens=k,
                                                 max_tokens=n, stats=stats, **kw)]
     return tokens, stats, cache
 
@@ -98,6 +98,21 @@ def test_good_drafts_are_accepted_and_save_forwards(checkpoints):
         # one prefill forward, then about k + 1 tokens per verify forward
         assert stats.forwards <= 1 + int(np.ceil(40 / (k + 1))) + 1
         assert stats.tokens_per_forward >= 0.9 * (k + 1) * 40 / 41
+
+
+def test_draft_flags_and_mtp_cache_follow_the_main_cache(checkpoints):
+    model = checkpoints["perfect"]
+    cache, stats = model.make_cache(), MTPStats()
+    out = list(speculative_stream(model, [7, 8, 9], cache, draft_tokens=2, max_tokens=20,
+                                  stats=stats))
+    flagged = sum(flag for *_, flag in out)
+    assert 0 < flagged <= stats.accepted <= flagged + 2  # the last round may be cut short
+    assert not out[0][2]  # the first token comes from the prefill
+    # one MTP pair per main position, except the pairs of a round cut short at max_tokens
+    assert cache.offset - 3 <= cache.mtp_cache.offset <= cache.offset
+    cache.trim_kv(5)  # going back (a KV-only trim is enough for this check)
+    next(speculative_stream(model, [1], cache, max_tokens=1))
+    assert cache.mtp_cache.offset <= cache.offset
 
 
 def test_early_stop_leaves_cache_at_last_yielded_token(checkpoints):
@@ -130,7 +145,7 @@ def chi_square_p_value(observed: np.ndarray, expected: np.ndarray) -> float:
 def sample_pairs(n, stream):
     counts = {}
     for _ in range(n):
-        out = tuple(t for t, _ in stream())
+        out = tuple(t for t, *_ in stream())
         counts[out] = counts.get(out, 0) + 1
     return counts
 

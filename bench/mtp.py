@@ -10,6 +10,9 @@ On the real-dimension slice (bench/slice.py: one 3:1 block, float32), times
 From those it projects the 48-layer model (36 DeltaNet + 12 attention layers):
 time per token without MTP, and with MTP at acceptance 0.6 / 0.8 / 0.9, using
 the expected tokens per round (1 - a^(k+1)) / (1 - a) for i.i.d. acceptance a.
+A second projection counts the weight bytes the real 4-bit model reads per
+forward (verifying k + 1 tokens reads the distinct routed experts they pick),
+which is what memory-bound decode on Apple silicon is proportional to.
 Verify forwards keep per-token DeltaNet states (what the speculative loop does).
 """
 
@@ -84,6 +87,40 @@ def draft_cost(model, hidden, repeats):
     return timed(step, repeats)
 
 
+def unique_experts(tokens: int, experts: int = 512, top_k: int = 10) -> float:
+    """Expected distinct experts that `tokens` tokens route to (independent top-k picks)."""
+    return experts * (1 - (1 - top_k / experts) ** tokens)
+
+
+def bytes_model(tokens: int, bits: float = 4.5, draft: bool = False) -> float:
+    """Weight bytes one forward of the real 4-bit model reads (4.5 bits: 4-bit + g64 scales).
+
+    Per layer: dense projections + shared expert + router, and the distinct routed
+    experts the tokens pick; plus lm_head. A draft step is one attention + MoE layer,
+    the fc and lm_head. Memory-bound decode time is proportional to this.
+    """
+    H, expert = 2048, 3 * 2048 * 512
+    deltanet = 12288 * H + 64 * H + H * 4096 + expert + 512 * H  # qkvz, ba, out, shared, router
+    attention = 8192 * H + 2 * 512 * H + H * 4096 + expert + 512 * H
+    routed = unique_experts(tokens) * expert
+    lm_head = 151936 * H
+    if draft:
+        return (attention + routed + 2 * H * H + lm_head) * bits / 8
+    return (REAL_LINEAR * (deltanet + routed) + REAL_ATTENTION * (attention + routed)
+            + lm_head) * bits / 8
+
+
+def speedup_rows(single, verify, draft):
+    rows = []
+    for k in range(1, 5):
+        row = []
+        for a in (0.6, 0.8, 0.9):
+            tokens = (1 - a ** (k + 1)) / (1 - a)
+            row.append(f"{tokens * single / (verify[k] + k * draft):.2f}x")
+        rows.append(f"| {k} | " + " | ".join(row) + " |")
+    return rows
+
+
 def project(c):
     return REAL_LINEAR * c["linear"] + REAL_ATTENTION * c["attention"] + c["head"]
 
@@ -119,14 +156,19 @@ def main():
         print(f"| {k + 1} (verify k={k}) | {c['linear']:.2f} | {c['attention']:.2f} "
               f"| {c['head']:.2f} | {verify[k]:.1f} | {verify[k] / t1:.2f} |")
     print(f"\nMTP draft step: {draft:.2f} ms ({draft / t1:.3f} of a 48-layer forward)\n")
-    print("| k | projected speed-up at acceptance 0.6 | 0.8 | 0.9 |")
+    print("Projected from the measured CPU costs (float32):\n")
+    print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
     print("|---|---|---|---|")
-    for k in range(1, 5):
-        row = []
-        for a in (0.6, 0.8, 0.9):
-            tokens = (1 - a ** (k + 1)) / (1 - a)
-            row.append(f"{tokens * t1 / (verify[k] + k * draft):.2f}x")
-        print(f"| {k} | " + " | ".join(row) + " |")
+    print("\n".join(speedup_rows(t1, verify, draft)))
+    b1 = bytes_model(1)
+    bverify = {k: bytes_model(k + 1) for k in range(1, 5)}
+    print(f"\nBandwidth model of the real 4-bit model (512 experts, memory-bound decode): "
+          f"one token reads {b1 / 1e9:.2f} GB; verify k=1..4 reads "
+          + ", ".join(f"{bverify[k] / b1:.2f}x" for k in range(1, 5))
+          + f"; a draft step {bytes_model(1, draft=True) / b1:.3f}x.\n")
+    print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
+    print("|---|---|---|---|")
+    print("\n".join(speedup_rows(b1, bverify, bytes_model(1, draft=True))))
 
 
 if __name__ == "__main__":

@@ -25,15 +25,37 @@ from .model.norms import is_zero_centred
 _EXPERT = re.compile(r"^(.*\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 
-def load_model(path, dtype: Optional[str] = None, mtp: bool = True) -> Model:
-    """Build the model from a checkpoint directory; `dtype` casts float weights."""
+def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool = False) -> Model:
+    """Build the model from a checkpoint directory; `dtype` casts float weights.
+
+    With `lazy`, weights stay unread until first used (see streaming.py).
+    """
     path = Path(path)
+    cfg = read_config(path)
+    weights = lazy_weights(path, cfg, dtype, mtp)
+    model = Model(cfg, mtp=any(k.startswith("mtp.") for k in weights))
+    if cfg.quantization:
+        quantize_like(model, cfg.quantization, weights)
+    check_weights(model, weights, path)
+    model.load_weights(list(weights.items()), strict=False)
+    model.eval()
+    if not lazy:
+        mx.eval(model.parameters())
+    return model
+
+
+def read_config(path: Path) -> ModelConfig:
     if not path.is_dir():
         raise LoadError(f"{path}: not a directory")
     try:
-        cfg = ModelConfig.from_file(path)
+        return ModelConfig.from_file(path)
     except ConfigError as e:
         raise LoadError(str(e)) from None
+
+
+def lazy_weights(path: Path, cfg: ModelConfig, dtype: Optional[str] = None,
+                 mtp: bool = True) -> dict:
+    """Every tensor under the model's names and conventions, not yet read from disk."""
     weights = open_shards(path)
     if dtype is not None:
         weights = cast_floats(weights, getattr(mx, dtype))
@@ -41,14 +63,7 @@ def load_model(path, dtype: Optional[str] = None, mtp: bool = True) -> Model:
         weights = from_original(weights, cfg)
     if not mtp:
         weights = {k: v for k, v in weights.items() if not k.startswith("mtp.")}
-    model = Model(cfg, mtp=any(k.startswith("mtp.") for k in weights))
-    if cfg.quantization:
-        quantize_like(model, cfg.quantization, weights)
-    check_weights(model, weights, path)
-    model.load_weights(list(weights.items()), strict=False)
-    model.eval()
-    mx.eval(model.parameters())
-    return model
+    return weights
 
 
 def load(path, dtype: Optional[str] = None, mtp: bool = True):

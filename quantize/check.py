@@ -1,9 +1,10 @@
 """`convert --check`: how far the converted model's next-token distributions are
 from the source's on a few prompts (KL divergence and top-1 agreement).
 
-The two models are loaded one after the other, never together: the source's
-log-probabilities are kept (a few prompts' worth), its weights dropped, then the
-converted model runs on the same token ids.
+The two models run one after the other, never together, and each one layer at a
+time (mlx_qwen3next.streaming), so checking the 151 GB source needs about one
+layer's memory: the source's log-probabilities are kept (a few prompts' worth),
+then the converted model runs on the same token ids.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ DEFAULT_PROMPTS = (
 )
 
 
-def _default_loader(path):
-    from mlx_qwen3next import load_model
+def _layerwise_log_probs(path, token_ids):
+    import mlx.core as mx
 
-    return load_model(path, mtp=False)
+    from mlx_qwen3next.streaming import layerwise_logits
+
+    out = []
+    for logits in layerwise_logits(path, token_ids):
+        logits = logits.astype(mx.float32)
+        out.append(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+    mx.eval(out)
+    return out
 
 
 def tokenize(path, prompts: Sequence[str]) -> list[list[int]]:
@@ -69,11 +77,14 @@ def check(
     loader: Optional[Callable] = None,
 ) -> dict:
     """Compare `converted` with `source` on `token_ids` (or the tokenized `prompts`,
-    or a few default prompts). `loader(path) -> model` defaults to
-    mlx_qwen3next.load_model. Returns {kl, kl_max, top1, positions}."""
-    loader = loader or _default_loader
+    or a few default prompts). `loader(path) -> model` (for example mlx-lm's) runs
+    whole models; by default each runs layer by layer. Returns {kl, kl_max, top1,
+    positions}."""
     if token_ids is None:
         token_ids = tokenize(source, prompts or DEFAULT_PROMPTS)
+    if loader is None:
+        reference = _layerwise_log_probs(source, token_ids)
+        return compare(reference, _layerwise_log_probs(converted, token_ids))
     model = loader(source)
     reference = _log_probs(model, token_ids)
     del model

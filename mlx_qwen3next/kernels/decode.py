@@ -41,8 +41,8 @@ def _one_token(q, k, v, g, beta, S):
     S' q = e S q + d (k . q): both S k and S q come from one pass over S.
     """
     decay = mx.exp(g)[..., None]
-    Sk = (S * k[..., None, :]).sum(-1)
-    Sq = (S * q[..., None, :]).sum(-1)
+    P = S @ mx.concatenate([k, q], axis=-2)[..., None, :, :].swapaxes(-1, -2)  # [.., Dv, 2]
+    Sk, Sq = P[..., 0], P[..., 1]
     d = beta[..., None] * (v - decay * Sk)
     y = decay * Sq + d * (k * q).sum(-1, keepdims=True)
     S = S * decay[..., None] + d[..., None] * k[..., None, :]

@@ -29,42 +29,10 @@ from pathlib import Path
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core)
 import mlx.core as mx
 
-# The real model's dimensions (config.json of Qwen/Qwen3-Next-80B-A3B-Instruct).
-REAL_CONFIG = {
-    "architectures": ["Qwen3NextForCausalLM"],
-    "model_type": "qwen3_next",
-    "vocab_size": 151936,
-    "hidden_size": 2048,
-    "intermediate_size": 5120,
-    "num_hidden_layers": 48,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 2,
-    "head_dim": 256,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False,
-    "attention_bias": False,
-    "rope_theta": 10000000,
-    "partial_rotary_factor": 0.25,
-    "max_position_embeddings": 262144,
-    "linear_conv_kernel_dim": 4,
-    "linear_key_head_dim": 128,
-    "linear_value_head_dim": 128,
-    "linear_num_key_heads": 16,
-    "linear_num_value_heads": 32,
-    "decoder_sparse_step": 1,
-    "mlp_only_layers": [],
-    "moe_intermediate_size": 512,
-    "shared_expert_intermediate_size": 512,
-    "num_experts": 512,
-    "num_experts_per_tok": 10,
-    "norm_topk_prob": True,
-    "full_attention_interval": 4,
-    "hidden_act": "silu",
-    "num_nextn_predict_layers": 1,
-    "bos_token_id": 151643,
-    "eos_token_id": 151645,
-    "torch_dtype": "float32",
-}
+from mlx_qwen3next.tiny import REAL_CONFIG as HUB_REAL_CONFIG
+
+# The real model's dimensions, in float32 (the only fast CPU matmul dtype here).
+REAL_CONFIG = dict(HUB_REAL_CONFIG, torch_dtype="float32")
 
 
 def slice_config(layers: int = 4, experts: int = 64, **overrides) -> dict:

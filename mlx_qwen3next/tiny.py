@@ -15,16 +15,17 @@ import numpy as np
 
 from .tokenizer_files import write_tokenizer
 
-TINY_CONFIG = {
+# The real model's config.json (Qwen/Qwen3-Next-80B-A3B-Instruct), hub style.
+REAL_CONFIG = {
     "architectures": ["Qwen3NextForCausalLM"],
     "model_type": "qwen3_next",
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
+    "vocab_size": 151936,
+    "hidden_size": 2048,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 16,
     "num_key_value_heads": 2,
-    "head_dim": 32,
+    "head_dim": 256,
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
     "attention_bias": False,
@@ -32,21 +33,43 @@ TINY_CONFIG = {
     "partial_rotary_factor": 0.25,
     "max_position_embeddings": 262144,
     "linear_conv_kernel_dim": 4,
-    "linear_key_head_dim": 16,
-    "linear_value_head_dim": 16,
-    "linear_num_key_heads": 2,
-    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128,
+    "linear_num_key_heads": 16,
+    "linear_num_value_heads": 32,
     "decoder_sparse_step": 1,
     "mlp_only_layers": [],
-    "moe_intermediate_size": 32,
-    "shared_expert_intermediate_size": 48,
-    "num_experts": 8,
-    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 512,
+    "shared_expert_intermediate_size": 512,
+    "num_experts": 512,
+    "num_experts_per_tok": 10,
     "norm_topk_prob": True,
     "full_attention_interval": 4,
     "hidden_act": "silu",
     "num_nextn_predict_layers": 1,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
     "torch_dtype": "bfloat16",
+}
+
+# The same layout scaled down: one 3:1 block, tiny heads and experts.
+TINY_CONFIG = {
+    **{k: v for k, v in REAL_CONFIG.items() if k not in ("bos_token_id", "eos_token_id")},
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
 }
 
 

@@ -209,7 +209,7 @@ def mtp_decode(ours, prompt: int, tokens: int):
     base = mx.get_active_memory()
     mx.reset_peak_memory()
     stamps, out = [], []
-    for tok, _ in speculative_stream(ours.model, ids, ours.make_cache(), draft_tokens=1,
+    for tok, *_ in speculative_stream(ours.model, ids, ours.make_cache(), draft_tokens=1,
                                      max_tokens=tokens + 1, stats=stats):
         stamps.append(time.perf_counter())
         out.append(tok)

@@ -101,7 +101,10 @@ class DeltaNetCache:
 
 @dataclass
 class Snapshot:
-    """A saved copy of a HybridCache at one position (arrays are immutable: no copy)."""
+    """A HybridCache at one position. Nothing is copied when it is taken (MLX arrays are
+    immutable), but while it lives the KV buffers it refers to cannot be updated in
+    place, so a later write copies them once: budget up to one extra KV cache per live
+    snapshot, plus its DeltaNet state (`nbytes`). ChatSession uses rollback.Mark instead."""
 
     offset: int
     left_pad: Optional[mx.array]

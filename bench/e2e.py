@@ -25,7 +25,6 @@ one model at a time, and measures in one run:
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -33,7 +32,6 @@ import re
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +40,9 @@ sys.path.insert(0, str(HERE))
 import mlx_qwen3next  # noqa: E402,F401  (OpenBLAS before mlx.core, for both sides)
 import mlx.core as mx  # noqa: E402
 
+from measures import bandwidth, count_primitives, decode_bytes  # noqa: E402
 from runners import MlxLm, Ours  # noqa: E402
-from slice import build_slice, link_slice, slice_config, shard_specs  # noqa: E402
+from slice import build_slice, link_slice, slice_config  # noqa: E402
 
 GiB = 1 << 30
 # Primitives that only change how an array is viewed (no kernel of their own on Metal
@@ -124,65 +123,6 @@ def median(xs):
     return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
 
 
-FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention")
-
-
-def dot_labels(*outs) -> list[str]:
-    with tempfile.TemporaryDirectory() as d:
-        f = os.path.join(d, "graph.dot")
-        mx.export_to_dot(f, *outs)
-        return re.findall(r'label ="([^"]+)", shape=rectangle', Path(f).read_text())
-
-
-class FastOpCounter:
-    """Counts mx.fast.* calls while building a graph, and how many primitives each
-    expands to here (on the CPU they are built from their fallback ops; on Metal
-    each is one primitive)."""
-
-    def __init__(self):
-        self.calls, self.expanded, self._sizes = Counter(), 0, {}
-
-    def __enter__(self):
-        self._orig = {n: getattr(mx.fast, n) for n in FAST_OPS}
-        for n, f in self._orig.items():
-            setattr(mx.fast, n, self._wrap(n, f))
-        return self
-
-    def __exit__(self, *exc):
-        for n, f in self._orig.items():
-            setattr(mx.fast, n, f)
-
-    def _wrap(self, name, f):
-        def call(*args, **kwargs):
-            self.calls[name] += 1
-            self.expanded += self._size(name, f, args, kwargs)
-            return f(*args, **kwargs)
-        return call
-
-    def _size(self, name, f, args, kwargs):
-        ph = lambda a: mx.zeros(a.shape, a.dtype) if isinstance(a, mx.array) else a
-        key = (name, tuple((a.shape, str(a.dtype)) if isinstance(a, mx.array) else repr(a)
-                           for a in list(args) + list(kwargs.values())))
-        if key not in self._sizes:
-            a2, k2 = [ph(a) for a in args], {k: ph(v) for k, v in kwargs.items()}
-            mx.eval([a for a in a2 + list(k2.values()) if isinstance(a, mx.array)])
-            self._sizes[key] = len(dot_labels(f(*a2, **k2)))
-        return self._sizes[key]
-
-
-def count_primitives(r, cache, tok) -> tuple[Counter, int]:
-    """Primitive nodes in the graph of one decode step (logits and every cache array),
-    by type; and the Metal-equivalent total, with each mx.fast.* call counted as one."""
-    with FastOpCounter() as fast:
-        logits = r.step(tok, cache)
-    outs = [logits] + r.cache_arrays(cache)
-    labels = dot_labels(*outs)
-    mx.eval(outs)
-    kinds = Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
-    metal = len(labels) - fast.expanded + sum(fast.calls.values())
-    return kinds, metal
-
-
 def mlxlm_generate_step(r, prompt: int, tokens: int):
     """mlx-lm's own generate_step (async eval pipeline), greedy: decode tok/s."""
     from mlx_lm.generate import generate_step
@@ -217,73 +157,6 @@ def mtp_decode(ours, prompt: int, tokens: int):
     rounds = max(stats.forwards - 1, 1)
     return {"tok_s": tokens / dt, "acceptance": stats.acceptance, "round_s": dt / rounds,
             "peak": mx.get_peak_memory() - base, "tokens": out}
-
-
-def bandwidth(best: dict | None = None) -> dict:
-    """GB/s, best of several: a 256 MiB float32 copy (read + write counted; MLX's CPU
-    elementwise op) and a 256 MiB float32 gemv (read; OpenBLAS, all cores).
-    Pass the previous result to keep the best of both calls (the machine is shared)."""
-    best = dict(best or {"copy": 0.0, "gemv": 0.0})
-    size = 256 << 20
-    a = mx.random.uniform(shape=(size // 4,))
-    x = mx.random.uniform(shape=(2048,))
-    mx.eval(a, x)
-    w = a.reshape(-1, 2048)
-    for _ in range(6):
-        t = time.perf_counter()
-        mx.eval(a * 1.0)
-        best["copy"] = max(best["copy"], 2 * size / (time.perf_counter() - t) / 1e9)
-        t = time.perf_counter()
-        mx.eval(w @ x)
-        best["gemv"] = max(best["gemv"], size / (time.perf_counter() - t) / 1e9)
-    del a, w
-    gc.collect()
-    mx.clear_cache()
-    return best
-
-
-# --------------------------------------------------------------------------- roofline
-
-
-def decode_bytes(cfg: dict, kv_len: int, bytes_per_param: float = 4.0,
-                 gate_bytes: float = 4.0) -> dict:
-    """Bytes one decode step reads, by part (weights at `bytes_per_param`; state fp32)."""
-    H, V = cfg["hidden_size"], cfg["vocab_size"]
-    E, k, I = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"]
-    parts = Counter()
-    spec = {n: s for sh in shard_specs(cfg, mtp=False).values() for n, (s, _) in sh.items()}
-    for name, shape in spec.items():
-        n = 1
-        for d in shape:
-            n *= d
-        if name == "model.embed_tokens.weight":
-            parts["embedding row"] += H * bytes_per_param
-        elif name == "lm_head.weight":
-            parts["lm_head"] += n * bytes_per_param
-        elif ".switch_mlp." in name:
-            parts["routed experts"] += n * k / E * bytes_per_param
-        elif name.endswith(("mlp.gate.weight", "shared_expert_gate.weight")):
-            parts["router + shared gate"] += n * gate_bytes
-        elif ".shared_expert." in name:
-            parts["shared expert"] += n * bytes_per_param
-        elif ".linear_attn." in name:
-            parts["DeltaNet weights"] += n * (4 if len(shape) == 1 else bytes_per_param)
-        elif ".self_attn." in name:
-            parts["attention weights"] += n * (4 if len(shape) == 1 else bytes_per_param)
-        else:
-            parts["norms"] += n * 4
-    nv, dv, dk = (cfg[x] for x in ("linear_num_value_heads", "linear_value_head_dim",
-                                   "linear_key_head_dim"))
-    conv = 2 * cfg["linear_num_key_heads"] * dk + nv * dv
-    L = cfg["num_hidden_layers"]
-    n_lin = sum((i + 1) % cfg["full_attention_interval"] != 0 for i in range(L))
-    parts["DeltaNet state (r+w)"] = n_lin * 2 * (nv * dv * dk + (cfg["linear_conv_kernel_dim"] - 1) * conv) * 4
-    kv = 2 * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
-    parts["KV cache"] = (L - n_lin) * kv * (kv_len + 1)
-    return dict(parts)
-
-
-# --------------------------------------------------------------------------- run
 
 
 def run_pair(path: Path, args) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -21,6 +20,8 @@ from .long_context import context_limit
 from .memory import wired_limit
 from .prompt import check_max_tokens, check_stop, encode_prompt
 from .rollback import cache_arrays, mark, rewind
+from .sampling_dist import SamplingParams
+from .speculative import speculative_stream
 from .sampling import (
     SamplingConfig, default_sampling, make_processors, make_sampling_fn, resolve_sampling,
 )
@@ -122,8 +123,8 @@ def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
     """`loop(prompt_ids, cache, processors, max_tokens, prefill_step, progress)` -> an
     iterator of (token, logprobs): plain `token_stream`, or the MTP speculative loop.
 
-    mtp=None: speculative when the model has an MTP head and speculative.py is
-    there; True: require the head (ValueError without it); False: plain.
+    mtp=None: speculative when the model has an MTP head; True: require the head
+    (ValueError without it); False: plain.
     """
     if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, int) or draft_tokens < 1:
         raise ValueError(f"draft_tokens must be a positive integer, got {draft_tokens!r}")
@@ -137,16 +138,7 @@ def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
         raise ValueError("this checkpoint has no MTP head (load with mtp=True, or pass mtp=False)")
     if mtp is False or not has_head:
         return plain
-    try:
-        from .sampling_dist import SamplingParams
-        from .speculative import speculative_stream
-    except ImportError:
-        if mtp:
-            warnings.warn("MTP speculative decoding is not available in this build; "
-                          "decoding one token at a time", stacklevel=3)
-        return plain
-    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
-                            top_k=cfg.top_k if cfg.top_k < model.config.vocab_size else 0)
+    params = SamplingParams.from_config(cfg, model.config.vocab_size)
 
     def speculative(ids, cache, procs, max_tokens, step, progress):
         return speculative_stream(model, ids, cache, draft_tokens=draft_tokens, sampling=params,

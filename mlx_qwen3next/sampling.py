@@ -95,7 +95,7 @@ def make_sampling_fn(cfg: SamplingConfig, vocab_size: int) -> Callable[[mx.array
 
     if cfg.greedy:
         return make_sampler(0.0)
-    top_k = cfg.top_k if cfg.top_k < vocab_size else 0  # k >= V keeps everything
+    top_k = effective_top_k(cfg, vocab_size)
     filtered = make_sampler(temp=1.0, top_p=cfg.top_p, min_p=cfg.min_p, top_k=top_k)
     inv_t = 1.0 / cfg.temperature
 
@@ -104,6 +104,11 @@ def make_sampling_fn(cfg: SamplingConfig, vocab_size: int) -> Callable[[mx.array
         return filtered(scaled - mx.logsumexp(scaled, axis=-1, keepdims=True))
 
     return sample
+
+
+def effective_top_k(cfg: SamplingConfig, vocab_size: int) -> int:
+    """top_k for mlx-lm's filter: k >= the vocabulary keeps everything, like 0."""
+    return cfg.top_k if cfg.top_k < vocab_size else 0
 
 
 def make_presence_penalty(penalty: float, skip: int):

@@ -20,6 +20,14 @@ class SamplingParams:
     top_k: int = 0
     min_p: float = 0.0
 
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int) -> "SamplingParams":
+        """The distribution a sampling.SamplingConfig draws from (penalties aside)."""
+        from .sampling import effective_top_k
+
+        return cls(temperature=cfg.temperature, top_p=cfg.top_p, min_p=cfg.min_p,
+                   top_k=effective_top_k(cfg, vocab_size))
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0

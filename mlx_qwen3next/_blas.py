@@ -8,6 +8,7 @@ slower for float32 matmul on the CPU. Set MLX_QWEN3NEXT_NO_OPENBLAS=1 to skip.
 import ctypes
 import os
 import sys
+from contextlib import contextmanager
 
 _CANDIDATES = (
     "libopenblas.so.0",
@@ -17,11 +18,12 @@ _CANDIDATES = (
 )
 
 _active = "default"
+_lib = None  # the OpenBLAS we loaded, for its thread-count calls
 
 
 def load_openblas() -> str:
     """Load OpenBLAS globally if possible; return the name of the active BLAS."""
-    global _active
+    global _active, _lib
     if not sys.platform.startswith("linux"):
         _active = "accelerate" if sys.platform == "darwin" else "default"
         return _active
@@ -36,6 +38,7 @@ def load_openblas() -> str:
             lib = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
         except OSError:
             continue
+        _lib = lib
         _active = f"openblas ({_openblas_config(lib) or name})"
         return _active
     _active = "mlx-bundled (no system OpenBLAS found)"
@@ -54,3 +57,21 @@ def _openblas_config(lib) -> str:
 def active_blas() -> str:
     """Which BLAS MLX's CPU matmul uses in this process."""
     return _active
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Run the block with OpenBLAS using n threads (a no-op with any other BLAS).
+
+    Only what is evaluated inside the block is affected: MLX is lazy."""
+    get = getattr(_lib, "openblas_get_num_threads", None)
+    set_ = getattr(_lib, "openblas_set_num_threads", None)
+    if get is None or set_ is None:
+        yield
+        return
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)

@@ -10,7 +10,9 @@ import pytest
 
 from mlx_qwen3next.kernels import gated_delta
 from mlx_qwen3next.kernels import selfcheck
-from mlx_qwen3next.kernels.chunked import doubling_inverse, gated_delta_chunked, unit_lower_inverse
+from mlx_qwen3next.kernels._prep import causal_decay
+from mlx_qwen3next.kernels.chunked import (blocked_decay, doubling_inverse, gated_delta_chunked,
+                                          unit_lower_inverse)
 from mlx_qwen3next.kernels.decode import MAX_T, gated_delta_decode
 from mlx_qwen3next.kernels.reference import gated_delta_reference
 from mlx_qwen3next.kernels.selfcheck import checked_call, relative_error
@@ -101,6 +103,46 @@ def test_reference_matches_transformers_recurrence():
         output_final_state=True, use_qk_l2norm_in_kernel=False)
     assert_close((y, final.swapaxes(-1, -2)),
                  (mx.array(y_hf.double().numpy()), mx.array(s_hf.double().numpy())), 1e-5)
+
+
+@pytest.mark.parametrize("T", [65, 1000])
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_chunked_split_over_cpu_streams_equals_one_stream(T, ratio):
+    """The head split (one slice per CPU stream, one BLAS thread each) is the
+    same computation as the unsplit scan, padded rows included."""
+    q, k, v, g, beta, state = make_inputs(T, ratio, B=2, seed=T)
+    lengths = mx.array([T, T - 5])
+    one = gated_delta_chunked(q, k, v, g, beta, state, lengths, streams=1)
+    two = gated_delta_chunked(q, k, v, g, beta, state, lengths, streams=2)
+    assert_close(two, one, 1e-6)
+    assert_close(two, gated_delta_reference(q, k, v, g, beta, state, lengths), 1e-5)
+
+
+def test_chunked_under_compile_uses_one_stream():
+    args = make_inputs(130, seed=3)
+    compiled = mx.compile(lambda *a: gated_delta_chunked(*a, streams=2))
+    assert_close(compiled(*args), gated_delta_reference(*args), 1e-5)
+
+
+@pytest.mark.parametrize("C", [8, 16, 64])
+def test_blocked_decay_equals_plain_even_for_huge_decays(C):
+    g = -mx.exp(4 * mx.random.normal((3, 5, C)))  # per-token decays up to ~-1e5
+    G = mx.cumsum(g, axis=-1)
+    got, want = blocked_decay(G, block=4), causal_decay(G)
+    assert mx.all(mx.isfinite(got)).item()
+    assert mx.allclose(got, want, rtol=1e-5, atol=1e-7).item()
+
+
+def test_blas_threads_restores_the_count():
+    from mlx_qwen3next import _blas
+
+    get = getattr(_blas._lib, "openblas_get_num_threads", None)
+    if get is None:
+        pytest.skip("not OpenBLAS")
+    before = get()
+    with _blas.blas_threads(1):
+        assert get() == 1
+    assert get() == before
 
 
 def test_unit_lower_inverse_both_ways():

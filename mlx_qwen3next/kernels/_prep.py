@@ -43,10 +43,13 @@ def causal_decay(G):
     return mx.exp(mx.minimum(G[..., :, None] - G[..., None, :], 0)) * causal
 
 
-def eval_if_eager(*arrays):
-    """mx.eval, except while mx.compile / vmap trace (nothing to free then)."""
+def eval_if_eager(*arrays) -> bool:
+    """mx.eval, except while mx.compile / vmap trace (nothing to free then).
+    Returns whether it evaluated."""
     try:
         mx.eval(*arrays)
     except ValueError as e:
         if "function transformations" not in str(e):
             raise
+        return False
+    return True

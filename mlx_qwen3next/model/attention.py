@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .activations import sigmoid
 from .blocked_attention import blocked_causal_attention, use_blocked
 from .rope import PartialRoPE
 
@@ -44,7 +45,7 @@ class Attention(nn.Module):
         else:
             out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
-        return self.o_proj(out * mx.sigmoid(gate.reshape(B, L, -1)))
+        return self.o_proj(out * sigmoid(gate.reshape(B, L, -1)))
 
 
 def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):

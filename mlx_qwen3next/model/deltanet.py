@@ -9,6 +9,7 @@ import mlx.nn as nn
 
 from ..config import ModelConfig
 from ..kernels import gated_delta
+from .activations import silu
 from .norms import GatedRMSNorm
 
 
@@ -93,7 +94,7 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
     out = window[:, 0:L, :] * w[:, 0]
     for i in range(1, width):
         out = out + window[:, i : i + L, :] * w[:, i]
-    q, k, v = mx.split(nn.silu(out), [nk * dk, 2 * nk * dk], -1)
+    q, k, v = mx.split(silu(out), [nk * dk, 2 * nk * dk], -1)
     q = l2_normalize(q.reshape(B, L, nk, dk)) * (dk**-0.5)
     k = l2_normalize(k.reshape(B, L, nk, dk))
     beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .activations import sigmoid, silu
 from .switch import SwitchGLU
 
 
@@ -19,7 +20,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class SparseMoeBlock(nn.Module):
@@ -47,5 +48,5 @@ class SparseMoeBlock(nn.Module):
         inds, scores = self.route(x)
         y = self.switch_mlp(x, inds)
         y = (y * scores[..., None].astype(y.dtype)).sum(axis=-2)
-        shared = mx.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        shared = sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
         return y + shared

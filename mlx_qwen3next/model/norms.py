@@ -10,6 +10,8 @@ silu(z).
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activations import silu
+
 # Suffixes of the checkpoint's zero-centred norm weights (stored as w, used as 1 + w).
 ZERO_CENTRED_SUFFIXES = (
     "input_layernorm.weight",
@@ -37,5 +39,5 @@ class GatedRMSNorm(nn.Module):
 
     def __call__(self, x: mx.array, z: mx.array) -> mx.array:
         y = mx.fast.rms_norm(x, self.weight, self.eps)
-        gate = nn.silu(z.astype(mx.float32))
+        gate = silu(z.astype(mx.float32))
         return (y.astype(mx.float32) * gate).astype(x.dtype)

@@ -70,3 +70,15 @@ def test_malloc_setting_is_on_by_default_and_can_be_turned_off():
     expected_on = "True" if sys.platform.startswith("linux") else "False"
     assert on.stdout.strip() == expected_on, on.stderr
     assert off.stdout.strip() == "False", off.stderr
+
+
+def test_masked_softmax_matches_float64_and_zeroes_hidden_entries():
+    rng = np.random.default_rng(1)
+    s = rng.normal(0, 8, (4, 33, 300)).astype(np.float32)
+    visible = rng.random((33, 300)) < 0.6
+    visible[:, 0] = True
+    got = np.array(activations.masked_softmax(mx.array(s), mx.array(visible)))
+    e = np.where(visible, np.exp(s - np.where(visible, s, -np.inf).max(-1, keepdims=True)), 0)
+    want = e / e.sum(-1, keepdims=True)
+    assert np.all(got[:, ~visible] == 0)
+    assert np.max(np.abs(got - want)) < 1e-6

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .activations import masked_softmax
+
 BLOCK = 256
 MIN_LENGTH = 512  # shorter prompts: the fused op is as fast
 
@@ -38,8 +40,7 @@ def blocked_causal_attention(q, k, v, scale: float, block: int = BLOCK):
         scores = (qb @ k[:, :, :keys, :].swapaxes(-1, -2)).reshape(B, Hkv, rep, n, keys)
         q_pos = mx.arange(offset + i0, offset + i1)[:, None]
         visible = mx.arange(keys)[None, :] <= q_pos  # [n, keys]
-        scores = mx.where(visible, scores, -mx.inf)
-        probs = mx.softmax(scores.astype(mx.float32), axis=-1, precise=True).astype(v.dtype)
+        probs = masked_softmax(scores.astype(mx.float32), visible).astype(v.dtype)
         out = probs.reshape(B, Hkv, rep * n, keys) @ v[:, :, :keys, :]
         outs.append(out.reshape(B, Hkv, rep, n, D))
     return mx.concatenate(outs, axis=3).reshape(B, H, L, D)

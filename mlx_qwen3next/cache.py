@@ -24,18 +24,25 @@ class KVCache:
         self.values: Optional[mx.array] = None
         self.offset = 0
 
+    def reserve(self, n: int, batch: int, heads: int, k_dim: int, dtype, v_dim=None):
+        """Room for n more positions. Buffers grow to a multiple of `step` positions, so
+        compiled steps over the whole buffer (lean decode) see few distinct shapes."""
+        end = self.offset + n
+        if self.keys is not None and end <= self.keys.shape[2]:
+            return
+        grow = -(-end // self.step) * self.step - self.offset
+        new_k = mx.zeros((batch, heads, grow, k_dim), dtype)
+        new_v = mx.zeros((batch, heads, grow, v_dim or k_dim), dtype)
+        if self.keys is None:
+            self.keys, self.values = new_k, new_v
+        else:
+            self.keys = mx.concatenate([self.keys[..., : self.offset, :], new_k], axis=2)
+            self.values = mx.concatenate([self.values[..., : self.offset, :], new_v], axis=2)
+
     def update_and_fetch(self, keys: mx.array, values: mx.array):
         B, H, L, _ = keys.shape
         end = self.offset + L
-        if self.keys is None or end > self.keys.shape[2]:
-            grow = ((L + self.step - 1) // self.step) * self.step
-            new_k = mx.zeros((B, H, grow, keys.shape[-1]), keys.dtype)
-            new_v = mx.zeros((B, H, grow, values.shape[-1]), values.dtype)
-            if self.keys is None:
-                self.keys, self.values = new_k, new_v
-            else:
-                self.keys = mx.concatenate([self.keys[..., : self.offset, :], new_k], axis=2)
-                self.values = mx.concatenate([self.values[..., : self.offset, :], new_v], axis=2)
+        self.reserve(L, B, H, keys.shape[-1], keys.dtype, values.shape[-1])
         self.keys[..., self.offset : end, :] = keys
         self.values[..., self.offset : end, :] = values
         self.offset = end

@@ -18,12 +18,12 @@ class SwitchLinear(nn.Module):
         scale = input_dims**-0.5
         self.weight = mx.random.uniform(-scale, scale, (num_experts, output_dims, input_dims))
 
-    def __call__(self, x, indices, sorted_indices=False):
+    def __call__(self, x, indices, sorted_indices=False, lhs_indices=None):
         w = self.weight
         if w.dtype != mx.float32 and mx.default_device() == mx.cpu:
             # MLX's CPU gather_mm is float32-only
-            return _cpu_gather_mm(x, w, indices, sorted_indices)
-        return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices,
+            return _cpu_gather_mm(x, w, indices, sorted_indices, lhs_indices)
+        return mx.gather_mm(x, w.swapaxes(-1, -2), lhs_indices=lhs_indices, rhs_indices=indices,
                             sorted_indices=sorted_indices)
 
     def expert(self, x, e: int):
@@ -55,9 +55,10 @@ class QuantizedSwitchLinear(nn.Module):
             self.biases = biases[0]
         self.freeze()
 
-    def __call__(self, x, indices, sorted_indices=False):
+    def __call__(self, x, indices, sorted_indices=False, lhs_indices=None):
         return mx.gather_qmm(
-            x, self.weight, self.scales, self.get("biases"), rhs_indices=indices,
+            x, self.weight, self.scales, self.get("biases"), lhs_indices=lhs_indices,
+            rhs_indices=indices,
             transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
             sorted_indices=sorted_indices,
         )
@@ -121,9 +122,10 @@ class SwitchGLU(nn.Module):
         return y.reshape(*indices.shape, -1)
 
 
-def _cpu_gather_mm(x, w, indices, sorted_indices):
+def _cpu_gather_mm(x, w, indices, sorted_indices, lhs_indices=None):
     out = mx.gather_mm(x.astype(mx.float32), w.astype(mx.float32).swapaxes(-1, -2),
-                       rhs_indices=indices, sorted_indices=sorted_indices)
+                       lhs_indices=lhs_indices, rhs_indices=indices,
+                       sorted_indices=sorted_indices)
     return out.astype(x.dtype)
 
 

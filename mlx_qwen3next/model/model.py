@@ -9,6 +9,7 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
+from . import lean_decode
 from .decoder import DecoderLayer, step_context
 from .mtp import MTP
 
@@ -22,8 +23,12 @@ class Qwen3NextModel(nn.Module):
             for i in range(cfg.num_hidden_layers)
         ]
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.lean = True  # compiled one-token steps where they apply (lean_decode.py)
+        self._lean_decoder = None
 
     def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
+        if self.lean and lean_decode.usable(input_ids, cache):
+            return self.lean_decoder().hidden(input_ids, cache)
         x = self.embed_tokens(input_ids)
         ctx = step_context(cache, input_ids.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
@@ -31,6 +36,11 @@ class Qwen3NextModel(nn.Module):
         if cache is not None:
             cache.advance(input_ids.shape[1])
         return self.norm(x)
+
+    def lean_decoder(self) -> lean_decode.LeanDecoder:
+        if self._lean_decoder is None or self._lean_decoder.stale(self):
+            self._lean_decoder = lean_decode.LeanDecoder(self)
+        return self._lean_decoder
 
 
 class Model(nn.Module):

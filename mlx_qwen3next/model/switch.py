@@ -11,6 +11,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .activations import silu
+
 
 class SwitchLinear(nn.Module):
     def __init__(self, input_dims: int, output_dims: int, num_experts: int):
@@ -116,7 +118,7 @@ class SwitchGLU(nn.Module):
         for e in np.flatnonzero(counts):
             xe = xs[start : start + int(counts[e])]
             start += int(counts[e])
-            h = nn.silu(self.gate_proj.expert(xe, int(e))) * self.up_proj.expert(xe, int(e))
+            h = silu(self.gate_proj.expert(xe, int(e))) * self.up_proj.expert(xe, int(e))
             outs.append(self.down_proj.expert(h, int(e)))
         y = mx.concatenate(outs, axis=0)[mx.argsort(order)]
         return y.reshape(*indices.shape, -1)

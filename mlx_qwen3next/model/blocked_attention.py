@@ -9,13 +9,15 @@ tokens with the real model's 16 / 2 heads of 256 on a 2-core CPU: 1.0-1.1 s
 against 1.8-1.9 s for the attention op alone (blocks of 128, 512 and 1024 were
 slower than 256); a whole 4-layer prefill of 2048 tokens was within run-to-run
 noise either way (19.5 / 19.7 s against 18.8 / 21.3 s). The score matrix held at
-once shrinks from all heads x L x L to one block's.
+once shrinks from all heads x L x L to one block's: blocks are evaluated one at
+a time (outside mx.compile), which also bounds the softmax's intermediates.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 
+from ..kernels._prep import eval_if_eager
 from .activations import masked_softmax
 
 BLOCK = 256
@@ -43,4 +45,5 @@ def blocked_causal_attention(q, k, v, scale: float, block: int = BLOCK):
         probs = masked_softmax(scores.astype(mx.float32), visible).astype(v.dtype)
         out = probs.reshape(B, Hkv, rep * n, keys) @ v[:, :, :keys, :]
         outs.append(out.reshape(B, Hkv, rep, n, D))
+        eval_if_eager(outs[-1])  # one block's scores alive at a time
     return mx.concatenate(outs, axis=3).reshape(B, H, L, D)

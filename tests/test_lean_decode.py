@@ -119,7 +119,7 @@ def test_after_rewind_to_a_mark(model):
 
 
 def test_after_speculative_rewind(model):
-    """A verify call (keep_steps: plain path), rewind, then lean steps."""
+    """A verify call (keep_steps), rewind, then one-token steps."""
     prompt, tokens = ids(10, seed=11), ids(6, seed=12)
     results = {}
     for lean in (False, True):
@@ -182,9 +182,9 @@ def test_plain_path_where_lean_does_not_apply(model, monkeypatch):
     model(mx.array([[1], [2]]), padded)
     cache = model.make_cache()
     model(mx.array(ids(5)), cache)
-    cache.keep_steps(True)
-    model(mx.array([[1]]), cache)
-    model(mx.array([[1, 2]]), cache)
+    model(mx.array([[1, 2]]), cache)  # a few tokens without keep_steps: a plain prefill
+    cache.keep_steps(True)  # a verify call of up to 5 tokens is lean (test_lean_verify.py)
+    model(mx.array([[1, 2, 3, 4, 5, 6]]), cache)
 
 
 def test_traced_once_per_buffer_size(tiny_checkpoint, monkeypatch):

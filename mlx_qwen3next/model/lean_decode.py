@@ -15,6 +15,11 @@ token (bench/measures.py:count_primitives). How:
   KVCache.step tokens), not every token; RoPE takes the position as an array too;
 - DeltaNet and MoE steps are rewritten for one token in few view ops
   (lean_layers.py).
+
+The verify forward of speculative decoding (T <= 5 tokens, `keep_steps` set) runs
+the same way with lean_verify.py's T-token steps: one trace per (T, KV buffer
+size); each DeltaNet cache gets the per-token states a rewind needs as a
+lean_verify.VerifyStates.
 """
 
 from __future__ import annotations
@@ -24,17 +29,25 @@ from functools import partial
 import mlx.core as mx
 
 from ..cache import DeltaNetCache, KVCache
-from .decoder import StepContext
+from . import lean_verify
+from .decoder import step_context
 from .lean_layers import attention_layer, deltanet_layer, rope_tables
+from .lean_verify import VerifyStates
 
 
 def usable(input_ids: mx.array, cache) -> bool:
-    """Whether the lean path applies: one new token per row, a plain (unpadded) cache."""
-    if cache is None or input_ids.ndim != 2 or input_ids.shape[1] != 1:
+    """Whether the lean path applies: a plain (unpadded) cache and one new token per
+    row, or up to lean_verify.MAX_TOKENS with per-token states kept (a verify call)."""
+    if cache is None or input_ids.ndim != 2 or cache.left_pad is not None:
         return False
-    if cache.left_pad is not None:
-        return False
-    return not any(isinstance(c, DeltaNetCache) and c.keep_steps for c in cache)
+    T = input_ids.shape[1]
+    if verifying(cache):
+        return 1 <= T <= lean_verify.MAX_TOKENS
+    return T == 1
+
+
+def verifying(cache) -> bool:
+    return any(isinstance(c, DeltaNetCache) and c.keep_steps for c in cache)
 
 
 def _final_norm(norm, x):
@@ -51,12 +64,16 @@ class LeanDecoder:
         self.embed_tokens, self.norm = model.embed_tokens, model.norm
         self.layers = list(model.layers)
         self.steps = [self._compile(layer) for layer in self.layers]
+        self.verify_steps = [self._compile(layer, verify=True) for layer in self.layers]
         self.final_norm = mx.compile(partial(_final_norm, self.norm), inputs=self.norm)
         self._rope = {}  # layer index -> (rope module, its tables)
 
     @staticmethod
-    def _compile(layer):
-        fn = deltanet_layer if layer.is_linear else attention_layer
+    def _compile(layer, verify=False):
+        if verify:  # looked up on the module, so tests can count traces by patching it
+            fn = lean_verify.deltanet_layer if layer.is_linear else lean_verify.attention_layer
+        else:
+            fn = deltanet_layer if layer.is_linear else attention_layer
         return mx.compile(partial(fn, layer), inputs=layer)
 
     def stale(self, model) -> bool:
@@ -65,36 +82,58 @@ class LeanDecoder:
         return len(parts) != len(mine) or any(a is not b for a, b in zip(parts, mine))
 
     def hidden(self, input_ids: mx.array, cache) -> mx.array:
-        """Post-final-norm hidden states [B, 1, hidden]; advances `cache` by one."""
-        x = self.embed_tokens(input_ids.reshape(-1))
+        """Post-final-norm hidden states [B, T, hidden]; advances `cache` by T.
+        With keep_steps set it is a verify call (lean_verify.py)."""
+        B, T = input_ids.shape
+        verify = verifying(cache)
+        x = self.embed_tokens(input_ids.reshape(-1))  # [B*T, hidden], row b*T + t
         position = mx.array([cache.offset], mx.int32)
-        for i, (layer, c) in enumerate(zip(self.layers, cache)):
-            if layer.is_linear:
-                x = self._deltanet(i, x, c)
-            elif type(c) is KVCache:
-                x = self._attention(i, x, c, position, cache.offset)
-            else:  # e.g. a quantized KV cache: the plain layer, one token
-                ctx = StepContext(None, cache.offset)
-                x = layer(x[:, None], c, ctx)[:, 0]
-        cache.advance(1)
-        return self.final_norm(x)
+        for i in range(len(self.layers)):
+            x = self.layer_step(i, x, cache, position, B, verify)
+        cache.advance(T)
+        x = self.final_norm(x)
+        return x if T == 1 else x.reshape(B, T, -1)
 
-    def _deltanet(self, i: int, x: mx.array, c: DeltaNetCache) -> mx.array:
+    def layer_step(self, i: int, x: mx.array, cache, position: mx.array, rows: int,
+                   verify: bool) -> mx.array:
+        """Layer i on x [rows*T, hidden] (bench/mtp.py times the layers one by one)."""
+        layer, c = self.layers[i], cache[i]
+        if layer.is_linear:
+            return self._deltanet(i, x, c, rows, verify)
+        if type(c) is KVCache:
+            return self._attention(i, x, c, position, cache.offset, rows, verify)
+        # e.g. a quantized KV cache: the plain layer
+        T = x.shape[0] // rows
+        ctx = step_context(cache, T, x.dtype)
+        return layer(x.reshape(rows, T, -1), c, ctx).reshape(x.shape)
+
+    def _deltanet(self, i: int, x, c: DeltaNetCache, rows: int, verify: bool) -> mx.array:
         if c.conv_state is None:
             m = self.layers[i].linear_attn
-            c.conv_state = mx.zeros((x.shape[0], m.kernel - 1, m.conv_dim), x.dtype)
-            c.recurrent_state = mx.zeros((x.shape[0], m.nv, m.dv, m.dk), mx.float32)
-        x, c.conv_state, c.recurrent_state = self.steps[i](x, c.conv_state, c.recurrent_state)
+            c.conv_state = mx.zeros((rows, m.kernel - 1, m.conv_dim), x.dtype)
+            c.recurrent_state = mx.zeros((rows, m.nv, m.dv, m.dk), mx.float32)
+        if not verify:
+            x, c.conv_state, c.recurrent_state = self.steps[i](
+                x, c.conv_state, c.recurrent_state)
+            return x
+        first, width = c.recurrent_state, c.conv_state.shape[1]
+        x, window, c.recurrent_state, *terms = self.verify_steps[i](x, c.conv_state, first)
+        c.conv_state = window[:, window.shape[1] - width:]
+        if c.keep_steps:
+            c.step_states = VerifyStates(first, c.recurrent_state, *terms)
+            c.step_window = window
         return x
 
-    def _attention(self, i: int, x, c: KVCache, position: mx.array, offset: int) -> mx.array:
-        attn = self.layers[i].self_attn
-        c.reserve(1, x.shape[0], attn.n_kv_heads, attn.head_dim, x.dtype)
+    def _attention(self, i: int, x, c: KVCache, position: mx.array, offset: int, rows: int,
+                   verify: bool) -> mx.array:
+        attn, T = self.layers[i].self_attn, x.shape[0] // rows
+        c.reserve(T, rows, attn.n_kv_heads, attn.head_dim, x.dtype)
         # where this layer's buffer is written (its own offset; the model's for RoPE)
         slot = position if c.offset == offset else mx.array([c.offset], mx.int32)
-        x, c.keys, c.values = self.steps[i](x, c.keys, c.values, slot, position,
-                                            *self._rope_tables(i, attn))
-        c.offset += 1
+        step = self.verify_steps[i] if verify else self.steps[i]
+        x, c.keys, c.values = step(x, c.keys, c.values, slot, position,
+                                   *self._rope_tables(i, attn))
+        c.offset += T
         return x
 
     def _rope_tables(self, i: int, attn):
@@ -103,3 +142,4 @@ class LeanDecoder:
             rope, tables = attn.rope, rope_tables(attn.rope, attn.head_dim)
             self._rope[i] = (rope, tables)
         return tables
+

@@ -1,4 +1,4 @@
-"""Lean verify (model/lean_verify.py) against the plain path."""
+"""Lean verify (model/lean_verify.py) and the lean MTP step against the plain path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import SHAPES
 from mlx_qwen3next import load_model
 from mlx_qwen3next.cache import KVCache
 from mlx_qwen3next.kv_quant import quantize_kv
-from mlx_qwen3next.model import lean_verify
+from mlx_qwen3next.model import lean_decode, lean_verify
 from mlx_qwen3next.model.lean_verify import VerifyStates
 from mlx_qwen3next.speculative import MTPStats
 from test_lean_decode import TOL, cache_arrays, ids, rel_err
@@ -128,6 +128,25 @@ def test_greedy_speculative_identical_to_plain_greedy(partial_model, k):
         assert 0 < stats.accepted < stats.drafted  # both accepted and rejected drafts
 
 
+def test_lean_path_used_for_verify_and_drafts(partial_model, monkeypatch):
+    calls = {"verify": 0, "mtp": 0}
+    hidden, mtp_call = lean_decode.LeanDecoder.hidden, lean_decode.LeanMTP.__call__
+
+    def counted_hidden(self, input_ids, cache):
+        calls["verify"] += input_ids.shape[1] > 1
+        return hidden(self, input_ids, cache)
+
+    def counted_mtp(self, *args):
+        calls["mtp"] += 1
+        return mtp_call(self, *args)
+
+    monkeypatch.setattr(lean_decode.LeanDecoder, "hidden", counted_hidden)
+    monkeypatch.setattr(lean_decode.LeanMTP, "__call__", counted_mtp)
+    _, stats, _ = spec(partial_model, ids(8, seed=76)[0], 12, 2)  # prefills: plain
+    assert calls["verify"] == stats.forwards - 1  # every forward but the prefill
+    assert calls["mtp"] == stats.drafted
+
+
 def test_traced_once_per_shape(tiny_checkpoint, monkeypatch):
     traces = {}
 
@@ -154,6 +173,45 @@ def test_traced_once_per_shape(tiny_checkpoint, monkeypatch):
     assert traces == {**{("deltanet_layer", T): 3 for T in (2, 3, 4, 5)},
                       **{("attention_layer", T): 2 for T in (2, 3, 4, 5)}}
     assert cache[3].keys.shape[2] == 2 * KVCache.step
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5])
+def test_mtp_step_same_as_plain(model, T):
+    """Draft steps of T tokens on the lean path, a KV-only trim, another step."""
+    H = model.config.hidden_size
+    hidden = mx.random.normal((1, 12, H), key=mx.random.key(T))
+    next_ids = mx.array(ids(12, seed=66))
+    out = {}
+    for lean in (False, True):
+        model.model.lean = lean
+        cache = model.mtp.make_cache()
+        model.mtp_forward(hidden, next_ids, cache)  # 12 tokens: the plain path either way
+        steps = [model.mtp_forward(hidden[:, :T] * s, next_ids[:, :T] + s, cache)
+                 for s in range(1, 4)]
+        cache.trim_kv(2)
+        steps.append(model.mtp_forward(hidden[:, :1], next_ids[:, :1], cache))
+        mx.eval(steps)
+        out[lean] = steps
+    model.model.lean = True
+    for (a, ha), (b, hb) in zip(out[True], out[False]):
+        assert rel_err(a, b) <= TOL and rel_err(ha, hb) <= TOL
+
+
+def test_mtp_traced_once_per_shape(tiny_checkpoint, monkeypatch):
+    traces = []
+
+    def counted(mtp, layer_fn, e, *args):
+        traces.append(e.shape[0])
+        return step(mtp, layer_fn, e, *args)
+
+    step = lean_decode._mtp_step
+    monkeypatch.setattr(lean_decode, "_mtp_step", counted)
+    model = load_model(tiny_checkpoint)
+    cache = model.mtp.make_cache()
+    H = model.config.hidden_size
+    for T in (1, 1, 2, 1, 2, 3, 1):
+        mx.eval(model.mtp_forward(mx.ones((1, T, H)), mx.array([[3] * T]), cache))
+    assert sorted(traces) == [1, 2, 3]
 
 
 def test_quantized_weights(make_checkpoint):

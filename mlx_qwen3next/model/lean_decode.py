@@ -143,3 +143,46 @@ class LeanDecoder:
             self._rope[i] = (rope, tables)
         return tables
 
+
+def mtp_usable(next_ids: mx.array, cache) -> bool:
+    """Whether the MTP head's step can take the lean path: a few tokens on a plain KV cache."""
+    return (cache is not None and next_ids.ndim == 2 and cache.left_pad is None
+            and 1 <= next_ids.shape[1] <= lean_verify.MAX_TOKENS and type(cache[0]) is KVCache)
+
+
+def _mtp_step(mtp, layer_fn, e, h, keys, values, slot, position, *rope):
+    x = mtp.fc(mx.concatenate([mtp.pre_fc_norm_embedding(e), mtp.pre_fc_norm_hidden(h)],
+                              axis=-1))
+    x, keys, values = layer_fn(mtp.layers[0], x, keys, values, slot, position, *rope)
+    return mtp.norm(x), keys, values
+
+
+class LeanMTP:
+    """The MTP head's draft step (fc, its attention layer, norm) as one compiled graph,
+    for T <= lean_verify.MAX_TOKENS tokens: one trace per (T, KV buffer size)."""
+
+    def __init__(self, mtp):
+        self.mtp = mtp
+        self.steps = {verify: mx.compile(partial(
+            _mtp_step, mtp, lean_verify.attention_layer if verify else attention_layer),
+            inputs=mtp) for verify in (False, True)}
+        self._rope = (None, None)
+
+    def __call__(self, embeddings: mx.array, hidden: mx.array, cache) -> mx.array:
+        """embeddings, hidden [B, T, hidden] -> the head's output [B, T, hidden]."""
+        B, T, H = hidden.shape
+        attn, c = self.mtp.layers[0].self_attn, cache[0]
+        c.reserve(T, B, attn.n_kv_heads, attn.head_dim, hidden.dtype)
+        position = mx.array([cache.offset], mx.int32)
+        slot = position if c.offset == cache.offset else mx.array([c.offset], mx.int32)
+        out, c.keys, c.values = self.steps[T > 1](
+            embeddings.reshape(B * T, H), hidden.reshape(B * T, H), c.keys, c.values, slot,
+            position, *self._rope_tables(attn))
+        c.offset += T
+        cache.advance(T)
+        return out.reshape(B, T, H)
+
+    def _rope_tables(self, attn):
+        if self._rope[0] is not attn.rope:  # set_rope_scaling swaps the module
+            self._rope = (attn.rope, rope_tables(attn.rope, attn.head_dim))
+        return self._rope[1]

@@ -54,6 +54,7 @@ class Model(nn.Module):
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if mtp:
             self.mtp = MTP(cfg)
+        self._lean_mtp = None
 
     @property
     def layers(self):
@@ -85,5 +86,14 @@ class Model(nn.Module):
     def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
                     cache: Optional[HybridCache] = None):
         """One MTP draft step: (draft logits, MTP output = the next step's hidden input)."""
-        out = self.mtp(self.model.embed_tokens(next_ids), hidden, cache)
+        e = self.model.embed_tokens(next_ids)
+        if self.model.lean and lean_decode.mtp_usable(next_ids, cache):
+            out = self.lean_mtp()(e, hidden, cache)
+        else:
+            out = self.mtp(e, hidden, cache)
         return self.logits(out), out
+
+    def lean_mtp(self) -> lean_decode.LeanMTP:
+        if self._lean_mtp is None or self._lean_mtp.mtp is not self.mtp:
+            self._lean_mtp = lean_decode.LeanMTP(self.mtp)
+        return self._lean_mtp

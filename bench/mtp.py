@@ -1,19 +1,28 @@
 """What speculative decoding with the MTP head costs and gains, at the real dimensions.
 
-    python bench/mtp.py [--experts 64] [--context 128] [--repeats 5]
+    python bench/mtp.py [--experts 64] [--context 128] [--repeats 5] [--slice DIR]
 
-On the real-dimension slice (bench/slice.py: one 3:1 block, float32), times
+On the real-dimension slice (bench/slice.py: one 3:1 block, float32; built in a
+temporary folder, or read from --slice, e.g. /tmp/qwen3next_e2e/slice4 from
+bench/e2e.py), times
   - one decode forward of 1 token and the verify forward of k + 1 tokens, k = 1..4,
     each per layer kind (DeltaNet + MoE, attention + MoE) and for the head
-    (final norm + lm_head);
-  - one MTP draft step (fc, its attention + MoE layer, norm, lm_head).
+    (final norm + lm_head), on both paths: lean (model/lean_decode.py: compiled
+    per-layer steps, what decoding runs) and plain (DecoderLayer, the reference);
+  - one MTP draft step (fc, its attention + MoE layer, norm, lm_head), both paths.
+Every configuration is run once per repeat, in turn, after one warm-up round
+(which also traces the compiled steps), and the medians are reported: the
+machine is shared, so A/B comparisons are only fair inside one process.
 From those it projects the 48-layer model (36 DeltaNet + 12 attention layers):
-time per token without MTP, and with MTP at acceptance 0.6 / 0.8 / 0.9, using
-the expected tokens per round (1 - a^(k+1)) / (1 - a) for i.i.d. acceptance a.
+time per token without MTP (lean one-token forward), and with MTP at acceptance
+0.6 / 0.8 / 0.9, using the expected tokens per round (1 - a^(k+1)) / (1 - a) for
+i.i.d. acceptance a.
 A second projection counts the weight bytes the real 4-bit model reads per
 forward (verifying k + 1 tokens reads the distinct routed experts they pick),
 which is what memory-bound decode on Apple silicon is proportional to.
-Verify forwards keep per-token DeltaNet states (what the speculative loop does).
+Verify forwards keep per-token DeltaNet states (what the speculative loop does);
+a DeltaNet layer's verify time includes forming the state after the first token
+(what a rewind after a rejected draft reads; the lean path forms it only then).
 """
 
 from __future__ import annotations
@@ -22,69 +31,86 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core)
 import mlx.core as mx
 
 from mlx_qwen3next import active_blas, load_model
+from mlx_qwen3next.cache import KVCache
 from mlx_qwen3next.model.decoder import step_context
 from slice import build_slice
 
 REAL_LINEAR, REAL_ATTENTION = 36, 12
+PATHS = ("lean", "plain")
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
-
-
-def layer_costs(model, cache, tokens: list[int], repeats: int):
-    """Median ms per layer kind and for the head, for one forward of `tokens` after `cache`."""
-    snap = cache.snapshot()
-    ids = mx.array([tokens])
-    costs = {"linear": [], "attention": [], "head": []}
-
-    def forward():
-        cache.restore(snap)
-        cache.keep_steps(len(tokens) > 1)
-        x = model.model.embed_tokens(ids)
-        ctx = step_context(cache, len(tokens), x.dtype)
-        mx.eval(x)
-        for i, layer in enumerate(model.layers):
-            t = time.perf_counter()
-            x = layer(x, cache[i], ctx)
-            mx.eval(x)
-            costs["linear" if layer.is_linear else "attention"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        mx.eval(model.logits(model.model.norm(x)))
-        costs["head"].append(time.perf_counter() - t)
-        cache.keep_steps(False)
-
-    forward()
-    for v in costs.values():
-        v.clear()
-    for _ in range(repeats):
-        forward()
+def layer_forward(model, cache, snap, tokens: list[int], path: str, costs: dict):
+    """One forward of `tokens` after `snap`, timed per layer (into `costs`), then undone."""
     cache.restore(snap)
-    return {k: statistics.median(v) * 1e3 for k, v in costs.items()}
+    cache.keep_steps(len(tokens) > 1)
+    ids = mx.array([tokens])
+    x = model.model.embed_tokens(ids.reshape(-1) if path == "lean" else ids)
+    mx.eval(x)
+    if path == "lean":
+        lean = model.model.lean_decoder()
+        position = mx.array([cache.offset], mx.int32)
+        step = lambda i, x: lean.layer_step(i, x, cache, position, 1, len(tokens) > 1)
+    else:
+        ctx = step_context(cache, len(tokens), x.dtype)
+        step = lambda i, x: model.layers[i](x, cache[i], ctx)
+    for i, layer in enumerate(model.layers):
+        t = time.perf_counter()
+        x = step(i, x)
+        mx.eval(x, *layer_state(cache[i]))
+        costs["linear" if layer.is_linear else "attention"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    mx.eval(model.logits(model.model.norm(x)))
+    costs["head"].append(time.perf_counter() - t)
+    cache.keep_steps(False)
+    cache.restore(snap)
 
 
-def draft_cost(model, hidden, repeats):
+def layer_state(c):
+    """What a layer's step leaves in its cache, as a later step or a rewind reads it."""
+    if isinstance(c, KVCache):
+        return [c.keys, c.values]
+    out = [c.conv_state, c.recurrent_state]
+    if c.step_states is not None:
+        out.append(c.step_states[1])  # a rewind to the first token
+    return out
+
+
+def timed_round_robin(runs: dict, repeats: int) -> dict:
+    """runs: name -> fn(costs) appending seconds to costs[part]. One warm-up round,
+    then `repeats` rounds running each in turn; medians in ms per name and part."""
+    costs = {name: {} for name in runs}
+    for rnd in range(repeats + 1):
+        for name, fn in runs.items():
+            c = {"linear": [], "attention": [], "head": [], "draft": []}
+            fn(c)
+            if rnd:
+                for part, v in c.items():
+                    costs[name].setdefault(part, []).extend(v)
+    return {name: {part: statistics.median(v) * 1e3 for part, v in parts.items() if v}
+            for name, parts in costs.items()}
+
+
+def draft_run(model, hidden, path: str):
     cache = model.mtp.make_cache()
     model.mtp_forward(hidden, mx.array([[1] * hidden.shape[1]]), cache)
     snap = cache.snapshot()
 
-    def step():
+    def step(costs):
+        model.model.lean = path == "lean"
         cache.restore(snap)
+        t = time.perf_counter()
         logits, out = model.mtp_forward(hidden[:, -1:], mx.array([[5]]), cache)
         mx.eval(logits, out)
+        costs["draft"].append(time.perf_counter() - t)
+        model.model.lean = True
 
-    return timed(step, repeats)
+    return step
 
 
 def unique_experts(tokens: int, experts: int = 512, top_k: int = 10) -> float:
@@ -92,21 +118,24 @@ def unique_experts(tokens: int, experts: int = 512, top_k: int = 10) -> float:
     return experts * (1 - (1 - top_k / experts) ** tokens)
 
 
-def bytes_model(tokens: int, bits: float = 4.5, draft: bool = False) -> float:
+def bytes_model(tokens: int, bits: float = 4.5, draft: bool = False, experts: int = 512,
+                layers=(REAL_LINEAR, REAL_ATTENTION)) -> float:
     """Weight bytes one forward of the real 4-bit model reads (4.5 bits: 4-bit + g64 scales).
 
     Per layer: dense projections + shared expert + router, and the distinct routed
     experts the tokens pick; plus lm_head. A draft step is one attention + MoE layer,
-    the fc and lm_head. Memory-bound decode time is proportional to this.
+    the fc and lm_head. Memory-bound decode time is proportional to this. `bits`,
+    `experts` and `layers` (DeltaNet, attention) describe other models (the slice).
     """
-    H, expert = 2048, 3 * 2048 * 512
-    deltanet = 12288 * H + 64 * H + H * 4096 + expert + 512 * H  # qkvz, ba, out, shared, router
-    attention = 8192 * H + 2 * 512 * H + H * 4096 + expert + 512 * H
-    routed = unique_experts(tokens) * expert
+    H, expert, router = 2048, 3 * 2048 * 512, experts * 2048
+    deltanet = 12288 * H + 64 * H + H * 4096 + expert + router  # qkvz, ba, out, shared, router
+    attention = 8192 * H + 2 * 512 * H + H * 4096 + expert + router
+    routed = unique_experts(tokens, experts) * expert
     lm_head = 151936 * H
     if draft:
         return (attention + routed + 2 * H * H + lm_head) * bits / 8
-    return (REAL_LINEAR * (deltanet + routed) + REAL_ATTENTION * (attention + routed)
+    n_linear, n_attention = layers
+    return (n_linear * (deltanet + routed) + n_attention * (attention + routed)
             + lm_head) * bits / 8
 
 
@@ -121,8 +150,14 @@ def speedup_rows(single, verify, draft):
     return rows
 
 
-def project(c):
-    return REAL_LINEAR * c["linear"] + REAL_ATTENTION * c["attention"] + c["head"]
+def project(c, layers=None):
+    """ms of a forward: the real 48 layers, or the given ones (the slice's own)."""
+    if layers is None:
+        n_linear, n_attention = REAL_LINEAR, REAL_ATTENTION
+    else:
+        n_linear = sum(layer.is_linear for layer in layers)
+        n_attention = len(layers) - n_linear
+    return n_linear * c["linear"] + n_attention * c["attention"] + c["head"]
 
 
 def main():
@@ -130,39 +165,71 @@ def main():
     ap.add_argument("--experts", type=int, default=64)
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--slice", type=Path, default=None,
+                    help="an existing slice folder (bench/slice.py) instead of building one")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = build_slice(tmp, layers=4, experts=args.experts, mtp=True)
-        model = load_model(path)
+    if args.slice is not None:
+        model = load_model(args.slice)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = build_slice(tmp, layers=4, experts=args.experts, mtp=True)
+            model = load_model(path)
+    experts = model.config.num_experts
     cache = model.make_cache()
     prompt = mx.random.randint(0, 1000, (1, args.context), key=mx.random.key(0))
     hidden = model.hidden(prompt, cache)
     mx.eval(hidden)
+    snap = cache.snapshot()
 
-    one = layer_costs(model, cache, [7], args.repeats)
-    t1 = project(one)
-    draft = draft_cost(model, hidden, args.repeats)
-    print(f"# MTP speculative decoding, real dims, {args.experts} experts, float32, "
+    runs = {}
+    for T in range(1, 6):
+        for path in PATHS:
+            tokens = [7] + [11 + i for i in range(T - 1)]
+            runs[(T, path)] = (lambda tokens, path: lambda c: layer_forward(
+                model, cache, snap, tokens, path, c))(tokens, path)
+    for path in PATHS:
+        runs[("draft", path)] = draft_run(model, hidden, path)
+    res = timed_round_robin(runs, args.repeats)
+
+    t1, s1 = project(res[(1, "lean")]), project(res[(1, "lean")], model.layers)
+    print(f"# MTP speculative decoding, real dims, {experts} experts, float32, "
           f"context {args.context}, BLAS: {active_blas()}\n")
-    print("| tokens in forward | DeltaNet layer ms | attention layer ms | head ms "
-          "| 48-layer forward ms | x one token |")
-    print("|---|---|---|---|---|---|")
-    print(f"| 1 | {one['linear']:.2f} | {one['attention']:.2f} | {one['head']:.2f} "
-          f"| {t1:.1f} | 1.00 |")
-    verify = {}
-    for k in range(1, 5):
-        c = layer_costs(model, cache, [7] + [11 + i for i in range(k)], args.repeats)
-        verify[k] = project(c)
-        print(f"| {k + 1} (verify k={k}) | {c['linear']:.2f} | {c['attention']:.2f} "
-              f"| {c['head']:.2f} | {verify[k]:.1f} | {verify[k] / t1:.2f} |")
-    print(f"\nMTP draft step: {draft:.2f} ms ({draft / t1:.3f} of a 48-layer forward)\n")
-    print("Projected from the measured CPU costs (float32):\n")
-    print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
-    print("|---|---|---|---|")
-    print("\n".join(speedup_rows(t1, verify, draft)))
+    print(f"Medians of {args.repeats} rounds, configurations interleaved. 'x one token': "
+          "against the lean one-token forward (what decoding runs), on the slice itself "
+          f"({len(model.layers)} layers + head) and projected to 48 layers.\n")
+    print("| tokens in forward | path | DeltaNet layer ms | attention layer ms | head ms "
+          "| slice forward ms | x one token | 48-layer forward ms | x one token |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    verify = {path: {} for path in PATHS}
+    for T in range(1, 6):
+        for path in PATHS:
+            c = res[(T, path)]
+            total, on_slice = project(c), project(c, model.layers)
+            verify[path][T - 1] = total
+            label = "1" if T == 1 else f"{T} (verify k={T - 1})"
+            print(f"| {label} | {path} | {c['linear']:.2f} | {c['attention']:.2f} "
+                  f"| {c['head']:.2f} | {on_slice:.1f} | {on_slice / s1:.2f} "
+                  f"| {total:.1f} | {total / t1:.2f} |")
+    n_linear = sum(layer.is_linear for layer in model.layers)
+    floor = lambda T, layers: bytes_model(T, 32, experts=experts, layers=layers)
+    for name, layers in (("slice", (n_linear, len(model.layers) - n_linear)),
+                         ("48 layers", (REAL_LINEAR, REAL_ATTENTION))):
+        print(f"\nWeight bytes read (this float32 model, distinct experts), {name}: one token "
+              f"{floor(1, layers) / 1e9:.2f} GB; verify k=1..4 "
+              + ", ".join(f"{floor(T, layers) / floor(1, layers):.2f}x" for T in range(2, 6)))
+    draft = {path: res[("draft", path)]["draft"] for path in PATHS}
+    print("\nMTP draft step: " + ", ".join(
+        f"{path} {draft[path]:.2f} ms ({draft[path] / t1:.3f} of a 48-layer forward)"
+        for path in PATHS) + "\n")
+    for path in PATHS:
+        print(f"Projected from the measured CPU costs (float32), verify and draft on the "
+              f"{path} path, one-token decode lean:\n")
+        print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
+        print("|---|---|---|---|")
+        print("\n".join(speedup_rows(t1, verify[path], draft[path])) + "\n")
     b1 = bytes_model(1)
     bverify = {k: bytes_model(k + 1) for k in range(1, 5)}
-    print(f"\nBandwidth model of the real 4-bit model (512 experts, memory-bound decode): "
+    print(f"Bandwidth model of the real 4-bit model (512 experts, memory-bound decode): "
           f"one token reads {b1 / 1e9:.2f} GB; verify k=1..4 reads "
           + ", ".join(f"{bverify[k] / b1:.2f}x" for k in range(1, 5))
           + f"; a draft step {bytes_model(1, draft=True) / b1:.3f}x.\n")

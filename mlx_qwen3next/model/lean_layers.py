@@ -23,16 +23,20 @@ from .moe import SparseMoeBlock
 def deltanet_layer(layer, x, conv_state, state):
     """One DecoderLayer step with a DeltaNet mixer -> (x, conv_state, state)."""
     h, conv_state, state = deltanet(layer.linear_attn, layer.input_layernorm(x), conv_state, state)
-    x = x + h
-    return x + mlp(layer.mlp, layer.post_attention_layernorm(x)), conv_state, state
+    return residuals(layer, x, h, mlp), conv_state, state
 
 
 def attention_layer(layer, x, keys, values, slot, position, *rope):
     """One DecoderLayer step with gated attention -> (x, keys, values)."""
     h, keys, values = attention(layer.self_attn, layer.input_layernorm(x), keys, values,
                                 slot, position, rope)
+    return residuals(layer, x, h, mlp), keys, values
+
+
+def residuals(layer, x, h, mlp_step):
+    """x + mixer output h, then the (MoE) MLP on its post-attention norm, added."""
     x = x + h
-    return x + mlp(layer.mlp, layer.post_attention_layernorm(x)), keys, values
+    return x + mlp_step(layer.mlp, layer.post_attention_layernorm(x))
 
 
 # -- Gated DeltaNet ----------------------------------------------------------

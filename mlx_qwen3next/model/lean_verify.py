@@ -27,7 +27,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .lean_layers import _gated_norm, _qkvz_orders, dense_mlp, rotate
+from .lean_layers import _gated_norm, _qkvz_orders, dense_mlp, residuals, rotate
 from .moe import SparseMoeBlock
 
 MAX_TOKENS = 5  # speculative decoding verifies at most 4 drafts + 1
@@ -38,16 +38,14 @@ def deltanet_layer(layer, x, conv_state, state):
     (x, window, last state, *VerifyStates terms)."""
     h, window, state, *terms = deltanet(layer.linear_attn, layer.input_layernorm(x),
                                         conv_state, state)
-    x = x + h
-    return (x + mlp(layer.mlp, layer.post_attention_layernorm(x)), window, state, *terms)
+    return (residuals(layer, x, h, mlp), window, state, *terms)
 
 
 def attention_layer(layer, x, keys, values, slot, position, *rope):
     """T-token DecoderLayer step with gated attention -> (x, keys, values)."""
     h, keys, values = attention(layer.self_attn, layer.input_layernorm(x), keys, values,
                                 slot, position, rope)
-    x = x + h
-    return x + mlp(layer.mlp, layer.post_attention_layernorm(x)), keys, values
+    return residuals(layer, x, h, mlp), keys, values
 
 
 # -- Gated DeltaNet ----------------------------------------------------------

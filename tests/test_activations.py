@@ -82,3 +82,11 @@ def test_masked_softmax_matches_float64_and_zeroes_hidden_entries():
     want = e / e.sum(-1, keepdims=True)
     assert np.all(got[:, ~visible] == 0)
     assert np.max(np.abs(got - want)) < 1e-6
+
+
+def test_masked_softmax_ignores_large_hidden_scores():
+    s = mx.array([[0.0, 1.0, 500.0, 900.0]])  # the hidden entries dwarf the visible ones
+    visible = mx.array([[True, True, False, False]])
+    got = np.array(activations.masked_softmax(s, visible))[0]
+    want = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    assert np.allclose(got[:2], want, rtol=1e-6) and np.all(got[2:] == 0)

@@ -13,7 +13,6 @@ mx.sigmoid / nn.silu unchanged.
 
 from __future__ import annotations
 
-
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -58,7 +57,8 @@ def silu(x: mx.array) -> mx.array:
 
 @mx.compile
 def _poly_masked_softmax(scores, visible):
-    e = mx.where(visible, poly_exp(scores - scores.max(axis=-1, keepdims=True)), 0.0)
+    top = mx.where(visible, scores, -mx.inf).max(axis=-1, keepdims=True)  # visible max only
+    e = mx.where(visible, poly_exp(scores - top), 0.0)
     return e / e.sum(axis=-1, keepdims=True)
 
 

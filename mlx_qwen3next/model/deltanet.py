@@ -89,18 +89,11 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
         [q.reshape(B, L, -1), k.reshape(B, L, -1), v.reshape(B, L, -1)], axis=-1
     )
     window = mx.concatenate([conv_state, mixed], axis=1)
-    width = conv_weight.shape[1]
-    w = conv_weight[:, :, 0]  # [C, K]
-    out = window[:, 0:L, :] * w[:, 0]
-    for i in range(1, width):
-        out = out + window[:, i : i + L, :] * w[:, i]
-    q, k, v = mx.split(silu(out), [nk * dk, 2 * nk * dk], -1)
+    q, k, v = mx.split(silu(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
     q = l2_normalize(q.reshape(B, L, nk, dk)) * (dk**-0.5)
     k = l2_normalize(k.reshape(B, L, nk, dk))
     beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))
-    g = -mx.exp(A_log.astype(mx.float32)) * nn.softplus(
-        a.reshape(B, L, nv).astype(mx.float32) + dt_bias.astype(mx.float32)
-    )
+    g = log_decay(a.reshape(B, L, nv), A_log, dt_bias)
     return (q.astype(qkvz.dtype), k.astype(qkvz.dtype), v.reshape(B, L, nv, dv),
             z.reshape(B, L, nv, dv), g, beta, window)
 
@@ -108,3 +101,18 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
 def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:
     xf = x.astype(mx.float32)
     return xf * mx.rsqrt((xf * xf).sum(-1, keepdims=True) + eps)
+
+
+def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:
+    """The depthwise causal conv: window [B, K-1+L, C], conv1d weight [C, K, 1] -> [B, L, C]."""
+    w = conv_weight[:, :, 0]  # [C, K]
+    out = window[:, 0:L, :] * w[:, 0]
+    for i in range(1, w.shape[1]):
+        out = out + window[:, i : i + L, :] * w[:, i]
+    return out
+
+
+def log_decay(a: mx.array, A_log: mx.array, dt_bias: mx.array) -> mx.array:
+    """g = -exp(A_log) * softplus(a + dt_bias) in float32 (A_log, dt_bias broadcast to a)."""
+    f32 = lambda x: x.astype(mx.float32)
+    return -mx.exp(f32(A_log)) * nn.softplus(f32(a) + f32(dt_bias))

@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .deltanet import l2_normalize, log_decay
 from .moe import SparseMoeBlock
 
 
@@ -74,8 +75,7 @@ def _gated_norm(norm, y, z):
 
 def _normalised_qk(qk, dtype):
     """[B, 2, Hk, 1, 1, Dk] (q then k) L2-normalised in float32, q also scaled by Dk^-0.5."""
-    qk = qk.astype(mx.float32)
-    qk = qk * mx.rsqrt((qk * qk).sum(-1, keepdims=True) + 1e-6)
+    qk = l2_normalize(qk)
     scale = np.array([qk.shape[-1] ** -0.5, 1.0]).reshape(1, 2, 1, 1, 1, 1)
     # rounded to the model's dtype where the plain path hands q, k to the delta rule
     return (qk * mx.array(scale)).astype(dtype).astype(mx.float32)
@@ -84,9 +84,8 @@ def _normalised_qk(qk, dtype):
 def _gates(m, ba):
     """[B, 1, Hk, 2r, 1, 1] ([b | a] per key head) -> decay exp(g), beta; float32."""
     b, a = mx.split(ba.astype(mx.float32), 2, axis=3)
-    heads = lambda p: p.astype(mx.float32).reshape(a.shape[2:4] + (1, 1))
-    g = -mx.exp(heads(m.A_log)) * nn.softplus(a + heads(m.dt_bias))
-    return mx.exp(g), mx.sigmoid(b)
+    heads = lambda p: p.reshape(a.shape[2:4] + (1, 1))
+    return mx.exp(log_decay(a, heads(m.A_log), heads(m.dt_bias))), mx.sigmoid(b)
 
 
 def _delta_step(qk, v, decay, beta, S):

@@ -27,6 +27,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..kernels._prep import causal_decay
+from .deltanet import causal_conv, l2_normalize, log_decay
 from .lean_layers import _gated_norm, _qkvz_orders, dense_mlp, residuals, rotate
 from .moe import SparseMoeBlock
 
@@ -62,10 +64,7 @@ def deltanet(m, x, conv_state, state):
     order_qkv, order_z = _qkvz_orders(nk, dk, r * dv)
     mixed = mx.take_along_axis(qkvz, order_qkv, axis=1).reshape(B, T, -1)
     window = mx.concatenate([conv_state.astype(x.dtype), mixed], axis=1)
-    w = m.conv1d.weight.swapaxes(0, 2)[0]  # [K, C]
-    conv = window[:, 0:T] * w[0]
-    for i in range(1, m.kernel):
-        conv = conv + window[:, i:i + T] * w[i]
+    conv = causal_conv(window, m.conv1d.weight, T)
     qk, v = mx.split(nn.silu(conv), [2 * nk * dk], axis=-1)
     qk = _normalised_qk(qk.reshape(B, T, 2, nk, dk), x.dtype)  # [B, Hk, 1, 2T, Dk]: q.., k..
     v = v.reshape(B, T, nk, r, dv).transpose(0, 2, 3, 4, 1).astype(mx.float32)
@@ -82,8 +81,7 @@ def _normalised_qk(qk, dtype):
     """[B, T, 2, Hk, Dk] -> [B, Hk, 1, 2T, Dk] (q_1..q_T, k_1..k_T), L2-normalised in
     float32, q also scaled by Dk^-0.5, rounded to the model's dtype as the plain path does."""
     B, T, _, nk, dk = qk.shape
-    qk = qk.astype(mx.float32)
-    qk = qk * mx.rsqrt((qk * qk).sum(-1, keepdims=True) + 1e-6)
+    qk = l2_normalize(qk)
     scale = mx.array([dk ** -0.5, 1.0]).reshape(1, 1, 2, 1, 1)
     qk = (qk * scale).astype(dtype).astype(mx.float32)
     return qk.transpose(0, 3, 2, 1, 4).reshape(B, nk, 1, 2 * T, dk)
@@ -92,9 +90,8 @@ def _normalised_qk(qk, dtype):
 def _gates(m, ba):
     """[B, T, Hk, 2r] ([b | a] per key head) -> log-decay g, beta [B, Hk, r, T]; float32."""
     b, a = mx.split(ba.astype(mx.float32).transpose(0, 2, 3, 1), 2, axis=2)
-    heads = lambda p: p.astype(mx.float32).reshape(a.shape[1:3] + (1,))
-    g = -mx.exp(heads(m.A_log)) * nn.softplus(a + heads(m.dt_bias))
-    return g, mx.sigmoid(b)
+    heads = lambda p: p.reshape(a.shape[1:3] + (1,))
+    return log_decay(a, heads(m.A_log), heads(m.dt_bias)), mx.sigmoid(b)
 
 
 def _delta_chunk(qk, v, g, beta, S):
@@ -110,8 +107,7 @@ def _delta_chunk(qk, v, g, beta, S):
     Q, K = qk[..., :T, :], qk[..., T:, :]
     G = mx.cumsum(g, axis=-1)
     eG = mx.exp(G)[..., None, :]  # [.., 1, T], per column
-    causal = mx.tril(mx.ones((T, T), mx.float32))
-    decay = mx.exp(mx.minimum(G[..., :, None] - G[..., None, :], 0)) * causal  # [t, j]
+    decay = causal_decay(G)  # [t, j]
     KK = (K @ K.swapaxes(-1, -2)) * decay  # [t, j] e^{G_t-G_j} (k_t . k_j)
     X = beta[..., None, :] * (v - eG * Sk)
     cols = [X[..., 0:1]]

@@ -222,14 +222,18 @@ def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
     o, m = res["ours"], res["mlx-lm"]
     cfg = slice_config(L)
     rows = ["| measure | ours | mlx-lm | ours / mlx-lm |", "|---|---|---|---|"]
-    for n in args.prefill:
-        a, b = o["prefill"].get(n), m["prefill"].get(n)
-        rows.append(f"| prefill {n} tok/s | {a:.1f} | {f'{b:.2f}' if b else 'skipped'} | "
+    f2 = lambda x: f"{x:.2f}"
+
+    def pair(label, a, b, show_a=f2, show_b=f2):
+        """One row: both sides, their ratio; a side not measured reads 'skipped'."""
+        rows.append(f"| {label} | {show_a(a)} | {'skipped' if b is None else show_b(b)} | "
                     f"{fmt_ratio(a, b)} |")
-    rows.append(f"| decode tok/s (greedy {args.tokens}, same loop; median step) | "
-                f"{o['decode']:.2f} | {m['decode']:.2f} | {fmt_ratio(o['decode'], m['decode'])} |")
-    rows.append(f"| decode tok/s (same loop; mean step) | {o['decode_mean']:.2f} | "
-                f"{m['decode_mean']:.2f} | {fmt_ratio(o['decode_mean'], m['decode_mean'])} |")
+
+    for n in args.prefill:
+        pair(f"prefill {n} tok/s", o["prefill"].get(n), m["prefill"].get(n),
+             show_a=lambda x: f"{x:.1f}")
+    pair(f"decode tok/s (greedy {args.tokens}, same loop; median step)", o["decode"], m["decode"])
+    pair("decode tok/s (same loop; mean step)", o["decode_mean"], m["decode_mean"])
     if "generate_step" in m:
         rows.append(f"| decode tok/s, mlx-lm's generate_step (median step) | | "
                     f"{m['generate_step']:.2f} | {fmt_ratio(o['decode'], m['generate_step'])} |")
@@ -247,11 +251,9 @@ def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
     rows.append(f"| weights resident (one copy, shared) | {gb(res['weights'])} | "
                 f"{gb(res['weights'])} | |")
     for n in args.prefill:
-        a, b = o["prefill_peak"].get(n), m["prefill_peak"].get(n)
-        rows.append(f"| peak memory above weights, prefill {n} | {gb(a)} | "
-                    f"{gb(b) if b else 'skipped'} | {fmt_ratio(a, b)} |")
-    rows.append(f"| peak memory above weights, decode step | {gb(o['decode_peak'])} | "
-                f"{gb(m['decode_peak'])} | {fmt_ratio(o['decode_peak'], m['decode_peak'])} |")
+        pair(f"peak memory above weights, prefill {n}", o["prefill_peak"].get(n),
+             m["prefill_peak"].get(n), gb, gb)
+    pair("peak memory above weights, decode step", o["decode_peak"], m["decode_peak"], gb, gb)
     po, pm = sum(o["prims"].values()), sum(m["prims"].values())
     vo = sum(v for k, v in o["prims"].items() if k not in VIEWS)
     vm = sum(v for k, v in m["prims"].items() if k not in VIEWS)

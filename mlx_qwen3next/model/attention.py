@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .linear import Linear
 from .activations import sigmoid
 from .blocked_attention import blocked_causal_attention, use_blocked
 from .rope import PartialRoPE
@@ -20,10 +21,10 @@ class Attention(nn.Module):
         self.scale = hd**-0.5
         bias = cfg.attention_bias
         # per head: head_dim query features, then head_dim gate features
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd * 2, bias=bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
+        self.q_proj = Linear(cfg.hidden_size, self.n_heads * hd * 2, bias=bias)
+        self.k_proj = Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.v_proj = Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.o_proj = Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
         self.q_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
         self.k_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
         self.rope = PartialRoPE(

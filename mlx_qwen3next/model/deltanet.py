@@ -8,6 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .linear import Linear
 from ..kernels import gated_delta
 from .activations import silu
 from .norms import GatedRMSNorm
@@ -22,15 +23,15 @@ class GatedDeltaNet(nn.Module):
         self.conv_dim = 2 * self.key_dim + self.value_dim
         self.kernel = cfg.linear_conv_kernel_dim
         H = cfg.hidden_size
-        self.in_proj_qkvz = nn.Linear(H, 2 * self.key_dim + 2 * self.value_dim, bias=False)
-        self.in_proj_ba = nn.Linear(H, 2 * self.nv, bias=False)
+        self.in_proj_qkvz = Linear(H, 2 * self.key_dim + 2 * self.value_dim, bias=False)
+        self.in_proj_ba = Linear(H, 2 * self.nv, bias=False)
         self.conv1d = nn.Conv1d(
             self.conv_dim, self.conv_dim, self.kernel, groups=self.conv_dim, bias=False
         )
         self.dt_bias = mx.ones((self.nv,))
         self.A_log = mx.zeros((self.nv,))
         self.norm = GatedRMSNorm(self.dv, eps=cfg.rms_norm_eps)
-        self.out_proj = nn.Linear(self.value_dim, H, bias=False)
+        self.out_proj = Linear(self.value_dim, H, bias=False)
         self._prepare = mx.compile(
             partial(prepare_inputs, heads=(self.nk, self.dk, self.nv, self.dv))
         )

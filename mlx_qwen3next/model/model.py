@@ -9,6 +9,7 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
+from .linear import Linear, blocked, row_blocked_matmul
 from . import lean_decode
 from .decoder import DecoderLayer, step_context
 from .mtp import MTP
@@ -51,7 +52,7 @@ class Model(nn.Module):
         self.config = cfg
         self.model = Qwen3NextModel(cfg)
         if not cfg.tie_word_embeddings:
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if mtp:
             self.mtp = MTP(cfg)
         self._lean_mtp = None
@@ -77,6 +78,9 @@ class Model(nn.Module):
 
     def logits(self, hidden: mx.array) -> mx.array:
         if self.config.tie_word_embeddings:
+            weight = self.model.embed_tokens.weight
+            if blocked(hidden, weight):
+                return row_blocked_matmul(hidden, weight)
             return self.model.embed_tokens.as_linear(hidden)
         return self.lm_head(hidden)
 

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .linear import Linear
 from .activations import sigmoid, silu
 from .switch import SwitchGLU
 
@@ -15,9 +16,9 @@ class MLP(nn.Module):
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.gate_proj = Linear(hidden, intermediate, bias=False)
+        self.up_proj = Linear(hidden, intermediate, bias=False)
+        self.down_proj = Linear(intermediate, hidden, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.down_proj(silu(self.gate_proj(x)) * self.up_proj(x))
@@ -29,10 +30,10 @@ class SparseMoeBlock(nn.Module):
         self.top_k = cfg.num_experts_per_tok
         self.norm_topk_prob = cfg.norm_topk_prob
         H = cfg.hidden_size
-        self.gate = nn.Linear(H, cfg.num_experts, bias=False)  # the router
+        self.gate = Linear(H, cfg.num_experts, bias=False)  # the router
         self.switch_mlp = SwitchGLU(H, cfg.moe_intermediate_size, cfg.num_experts)
         self.shared_expert = MLP(H, cfg.shared_expert_intermediate_size)
-        self.shared_expert_gate = nn.Linear(H, 1, bias=False)
+        self.shared_expert_gate = Linear(H, 1, bias=False)
 
     def route(self, x: mx.array):
         """Top-k expert indices and their weights (softmax over all experts, in fp32)."""

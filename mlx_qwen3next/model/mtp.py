@@ -12,6 +12,7 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
+from .linear import Linear
 from .decoder import DecoderLayer, step_context
 
 
@@ -19,7 +20,7 @@ class MTP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         H = cfg.hidden_size
-        self.fc = nn.Linear(2 * H, H, bias=False)
+        self.fc = Linear(2 * H, H, bias=False)
         self.pre_fc_norm_embedding = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
         self.pre_fc_norm_hidden = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
         self.norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)

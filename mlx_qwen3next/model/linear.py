@@ -1,0 +1,59 @@
+"""nn.Linear, with decode-sized products on the CPU read in row blocks.
+
+A decode or verify step multiplies a few rows of activations by each weight,
+so it is bound by how fast the weight streams from memory. On the CPU, one
+OpenBLAS product over a whole large weight streams it markedly slower than the
+same product split into blocks of a few MB (measured on this project's 2-core
+x86 VM, lm_head 151936 x 2048 float32, one row: 4.8 GB/s whole, 6.5 GB/s in
+1024-row blocks, 8.6 GB/s as one batched product over them; 2-5 rows gain about
+as much). So there, the weight's rows are viewed as [blocks, rows, in] and
+multiplied in one batched matmul, which MLX's CPU backend runs as one BLAS call
+per block; the rows past the last whole block take one more product. Large
+row counts (prefill) are compute-bound and keep the single product, as do
+other devices and dtypes (MLX's CPU BLAS path is float32 only).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+BLOCK_BYTES = 8 << 20  # one block of weight rows; 4-8 MB measured best, 16 MB already slower
+MAX_ROWS = 8  # activations rows up to which a product is treated as weight-bound
+
+
+def blocked(x: mx.array, weight: mx.array) -> bool:
+    """Whether x @ weight.T takes the row-blocked path."""
+    rows = x.size // x.shape[-1] if x.shape[-1] else 0
+    return (mx.default_device() == mx.cpu and weight.ndim == 2
+            and x.dtype == weight.dtype == mx.float32 and 0 < rows <= MAX_ROWS
+            and weight.shape[0] >= 2 * block_rows(weight))
+
+
+def block_rows(weight: mx.array) -> int:
+    """Rows of `weight` in one block: a power of two, about BLOCK_BYTES."""
+    per_row = weight.shape[1] * weight.itemsize
+    return 1 << max((BLOCK_BYTES // per_row).bit_length() - 1, 0)
+
+
+def row_blocked_matmul(x: mx.array, weight: mx.array) -> mx.array:
+    """x [..., in] @ weight [out, in].T, one batched product over row blocks of weight."""
+    out, d = weight.shape
+    n = block_rows(weight)
+    whole = out // n * n
+    xs = x.reshape(-1, d)
+    blocks = weight[:whole].reshape(out // n, n, d).swapaxes(1, 2)  # views: no copy
+    y = (xs @ blocks).swapaxes(0, 1).reshape(xs.shape[0], whole)  # [rows, whole]
+    if whole < out:
+        y = mx.concatenate([y, xs @ weight[whole:].T], axis=1)
+    return y.reshape(*x.shape[:-1], out)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same quantization) with the row-blocked CPU path."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not blocked(x, self.weight):
+            return super().__call__(x)
+        y = row_blocked_matmul(x, self.weight)
+        return y + self.bias if "bias" in self else y

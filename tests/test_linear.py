@@ -31,7 +31,7 @@ def small_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("out", [4096, 4096 + 96, 3 * 1024 + 1])
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8])
 def test_matches_plain_product(small_blocks, out, rows):
     w = weight(out, 256, seed=out)
     x = mx.random.normal((rows, 256), key=mx.random.key(rows))

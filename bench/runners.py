@@ -9,6 +9,7 @@ does); a decode step is the whole model on one token.
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core, for both sides)
@@ -45,6 +46,10 @@ class Runner:
     def step(self, ids: mx.array, cache) -> mx.array:
         return self.head(self.body(ids, cache))
 
+    def as_on_metal(self):
+        """Context in which step() builds the graph Metal would run (for counting it)."""
+        return nullcontext()
+
     def free(self):
         self.model = None
         gc.collect()
@@ -68,6 +73,20 @@ class Ours(Runner):
 
     def head(self, hidden):
         return self.model.logits(hidden)
+
+    @contextmanager
+    def as_on_metal(self):
+        """Without the CPU-only row-blocked products (model/linear.py), which add
+        primitives here that a Metal graph would not have."""
+        from mlx_qwen3next.model import linear
+
+        saved, linear.MAX_ROWS = linear.MAX_ROWS, 0
+        self.model.model._lean_decoder = None  # retrace the compiled steps
+        try:
+            yield
+        finally:
+            linear.MAX_ROWS = saved
+            self.model.model._lean_decoder = None
 
     def cache_arrays(self, cache):
         from mlx_qwen3next.cache import KVCache

@@ -105,8 +105,8 @@ def bandwidth(best: dict | None = None) -> dict:
 def decode_bytes(cfg: dict, kv_len: int, bytes_per_param: float = 4.0,
                  gate_bytes: float = 4.0) -> dict:
     """Bytes one decode step reads, by part (weights at `bytes_per_param`; state fp32)."""
-    H, V = cfg["hidden_size"], cfg["vocab_size"]
-    E, k, I = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"]
+    H = cfg["hidden_size"]
+    E, k = cfg["num_experts"], cfg["num_experts_per_tok"]
     parts = Counter()
     spec = {n: s for sh in shard_specs(cfg, mtp=False).values() for n, (s, _) in sh.items()}
     for name, shape in spec.items():

@@ -6,9 +6,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
-from .linear import Linear
 from .activations import sigmoid
 from .blocked_attention import blocked_causal_attention, use_blocked
+from .linear import Linear
 from .rope import PartialRoPE
 
 

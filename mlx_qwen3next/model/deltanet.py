@@ -8,9 +8,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
-from .linear import Linear
 from ..kernels import gated_delta
 from .activations import silu
+from .linear import Linear
 from .norms import GatedRMSNorm
 
 

@@ -12,9 +12,9 @@ per block; the rows past the last whole block take one more product. For 2 or 3
 rows (a verify step), each block is multiplied on its own as block @ x.T, which
 OpenBLAS runs about as fast as one row (lm_head: 2 rows 152 ms, 3 rows 177 ms,
 against 194 / 235 ms batched and 160 ms for one row); from 4 rows the batched
-product is faster again (259 ms against 377 ms). Large
-row counts (prefill) are compute-bound and keep the single product, as do
-other devices and dtypes (MLX's CPU BLAS path is float32 only).
+product is faster again (259 ms against 377 ms). Large row counts (prefill)
+are compute-bound and keep the single product, as do other devices and dtypes
+(MLX's CPU BLAS path is float32 only). bench/RESULTS.md, "Decode products".
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
-from .linear import Linear, blocked, row_blocked_matmul
 from . import lean_decode
 from .decoder import DecoderLayer, step_context
+from .linear import Linear, blocked, row_blocked_matmul
 from .mtp import MTP
 
 

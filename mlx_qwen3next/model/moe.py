@@ -6,8 +6,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
-from .linear import Linear
 from .activations import sigmoid, silu
+from .linear import Linear
 from .switch import SwitchGLU
 
 

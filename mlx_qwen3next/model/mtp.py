@@ -12,8 +12,8 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
-from .linear import Linear
 from .decoder import DecoderLayer, step_context
+from .linear import Linear
 
 
 class MTP(nn.Module):

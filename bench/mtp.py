@@ -139,6 +139,11 @@ def bytes_model(tokens: int, bits: float = 4.5, draft: bool = False, experts: in
             + lm_head) * bits / 8
 
 
+def floor_draft(experts: int) -> float:
+    """Weight bytes of one float32 draft step of a model with `experts` experts."""
+    return bytes_model(1, 32, draft=True, experts=experts)
+
+
 def speedup_rows(single, verify, draft):
     rows = []
     for k in range(1, 5):
@@ -227,6 +232,14 @@ def main():
         print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
         print("|---|---|---|---|")
         print("\n".join(speedup_rows(t1, verify[path], draft[path])) + "\n")
+    b48 = (REAL_LINEAR, REAL_ATTENTION)
+    print(f"Bytes floor of this float32 model at 48 layers ({experts} experts; time proportional "
+          f"to the weight bytes read, a draft step {floor_draft(experts) / floor(1, b48):.3f}x "
+          "one token), for comparison with the measured projection above:\n")
+    print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
+    print("|---|---|---|---|")
+    print("\n".join(speedup_rows(floor(1, b48), {k: floor(k + 1, b48) for k in range(1, 5)},
+                                floor_draft(experts))) + "\n")
     b1 = bytes_model(1)
     bverify = {k: bytes_model(k + 1) for k in range(1, 5)}
     print(f"Bandwidth model of the real 4-bit model (512 experts, memory-bound decode): "

@@ -165,8 +165,12 @@ class HybridCache(list):
                 c.keep_steps = on
 
     def rewind(self, drop: int):
-        """Forget the last `drop` tokens of the last call, made with keep_steps on."""
+        """Forget the last `drop` tokens of the last call, made with keep_steps on.
+        Either way the per-token states that call kept are released."""
         if drop <= 0:
+            for c in self:
+                if not isinstance(c, KVCache):
+                    c.step_states = c.step_window = None
             return
         for c in self:
             if isinstance(c, KVCache):

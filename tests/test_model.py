@@ -109,6 +109,8 @@ def test_rewind_after_verify_equals_never_having_seen_the_tokens(tiny_checkpoint
         cache.keep_steps(False)
         cache.rewind(4 - keep)
         assert cache.offset == 10 + keep
+        # the per-token states are released, also when nothing was dropped (keep = 4)
+        assert all(getattr(c, "step_states", None) is None for c in cache)
         after = model(mx.array([[20, 21]]), cache)
 
         ref_cache = model.make_cache()

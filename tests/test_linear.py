@@ -92,3 +92,17 @@ def test_model_with_blocked_products_matches_transformers(small_blocks, make_che
     with torch.no_grad():
         ref = hf_model(path)(torch.tensor(ids)).logits.numpy()
     assert rel_err(ours, ref) <= 1e-4
+
+
+def test_tied_embeddings_take_the_blocked_head(small_blocks, make_checkpoint):
+    path = make_checkpoint("tied", tie_word_embeddings=True)
+    model = load_model(path)
+    weight = model.model.embed_tokens.weight
+    assert "lm_head" not in model and blocked(mx.zeros((1, weight.shape[1])), weight)
+    ids = np.random.default_rng(6).integers(0, 500, (1, 6))
+    cache = model.make_cache()
+    steps = [model(mx.array(ids[:, :5]), cache), model(mx.array(ids[:, 5:]), cache)]
+    ours = np.array(mx.concatenate(steps, axis=1))
+    with torch.no_grad():
+        ref = hf_model(path)(torch.tensor(ids)).logits.numpy()
+    assert rel_err(ours, ref) <= 1e-4

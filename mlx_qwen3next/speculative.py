@@ -153,7 +153,7 @@ def _draft(model, pairs, mtp_cache, k, sampling):
     hidden, next_ids = pairs
     drafts, lps = [], []
     for _ in range(k):
-        logits, out = model.mtp_forward(hidden, next_ids, mtp_cache)
+        logits, out = model.mtp_forward(hidden, next_ids, mtp_cache, last_only=True)
         token, lp = sampling.draft(logits[:, -1, :])
         drafts.append(token)
         lps.append(lp)

@@ -68,6 +68,10 @@ def test_mtp_forward_matches_formula(tiny_checkpoint, tmp_path):
     logits, out = model.mtp_forward(ours_hidden[:, :-1], mx.array(ids[:, 1:]))
     assert rel_err(out, ref_out.numpy()) <= 1e-4
     assert rel_err(logits, ref_logits.numpy()) <= 1e-4
+    last, last_out = model.mtp_forward(ours_hidden[:, :-1], mx.array(ids[:, 1:]), last_only=True)
+    assert last.shape == (1, 1, logits.shape[-1])
+    assert rel_err(last, ref_logits.numpy()[:, -1:]) <= 1e-4
+    assert rel_err(last_out, ref_out.numpy()) <= 1e-4
 
     # step by step through the MTP head's own KV cache gives the same drafts
     cache = model.mtp.make_cache()

@@ -88,14 +88,16 @@ class Model(nn.Module):
         return self.logits(self.hidden(input_ids, cache))
 
     def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
-                    cache: Optional[HybridCache] = None):
-        """One MTP draft step: (draft logits, MTP output = the next step's hidden input)."""
+                    cache: Optional[HybridCache] = None, last_only: bool = False):
+        """One MTP draft step: (draft logits, MTP output = the next step's hidden input).
+        `last_only`: logits of the last position only, all a draft needs (lm_head is the
+        costliest read of a draft step, and more so for several positions)."""
         e = self.model.embed_tokens(next_ids)
         if self.model.lean and lean_decode.mtp_usable(next_ids, cache):
             out = self.lean_mtp()(e, hidden, cache)
         else:
             out = self.mtp(e, hidden, cache)
-        return self.logits(out), out
+        return self.logits(out[:, -1:] if last_only else out), out
 
     def lean_mtp(self) -> lean_decode.LeanMTP:
         if self._lean_mtp is None or self._lean_mtp.mtp is not self.mtp:

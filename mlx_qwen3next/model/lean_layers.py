@@ -164,16 +164,21 @@ def dense_mlp(block, x):
     return block.down_proj(nn.silu(block.gate_proj(x)) * block.up_proj(x))
 
 
-def moe(block, x):
-    """SparseMoeBlock on x [B, H] with its routed experts gathered per row."""
-    B, k = x.shape[0], block.top_k
+def route(block, x):
+    """SparseMoeBlock.route for few rows -> (experts [N, k], scores [N, k] float32)."""
+    k = block.top_k
     logits = block.gate(x).astype(mx.float32)
     # as SparseMoeBlock.route orders them, so ties (common in bf16) break the same way
     experts = mx.argpartition(-logits, kth=k - 1, axis=-1)[..., :k]
     if block.norm_topk_prob:  # softmax over all, renormalised over the top k = softmax of the top k
-        scores = mx.softmax(mx.take_along_axis(logits, experts, axis=-1), axis=-1)
-    else:
-        scores = mx.take_along_axis(mx.softmax(logits, axis=-1), experts, axis=-1)
+        return experts, mx.softmax(mx.take_along_axis(logits, experts, axis=-1), axis=-1)
+    return experts, mx.take_along_axis(mx.softmax(logits, axis=-1), experts, axis=-1)
+
+
+def moe(block, x):
+    """SparseMoeBlock on x [B, H] with its routed experts gathered per row."""
+    B, k = x.shape[0], block.top_k
+    experts, scores = route(block, x)
     # explicit row indices: gather_mm would build (and count) them every step
     rows = np.arange(B * k, dtype=np.uint32).reshape(B, k)
     sw, xe = block.switch_mlp, x.reshape(B, 1, -1)

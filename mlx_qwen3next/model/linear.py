@@ -58,6 +58,11 @@ def row_blocked_matmul(x: mx.array, weight: mx.array) -> mx.array:
     return y.reshape(*x.shape[:-1], out)
 
 
+def matmul_t(x: mx.array, weight: mx.array) -> mx.array:
+    """x @ weight.T, row-blocked where that is faster."""
+    return row_blocked_matmul(x, weight) if blocked(x, weight) else x @ weight.T
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same quantization) with the row-blocked CPU path."""
 

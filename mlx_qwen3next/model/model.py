@@ -11,7 +11,7 @@ from ..cache import HybridCache
 from ..config import ModelConfig
 from . import lean_decode
 from .decoder import DecoderLayer, step_context
-from .linear import Linear, blocked, row_blocked_matmul
+from .linear import Linear, matmul_t
 from .mtp import MTP
 
 
@@ -78,10 +78,7 @@ class Model(nn.Module):
 
     def logits(self, hidden: mx.array) -> mx.array:
         if self.config.tie_word_embeddings:
-            weight = self.model.embed_tokens.weight
-            if blocked(hidden, weight):
-                return row_blocked_matmul(hidden, weight)
-            return self.model.embed_tokens.as_linear(hidden)
+            return matmul_t(hidden, self.model.embed_tokens.weight)  # Embedding.as_linear
         return self.lm_head(hidden)
 
     def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:

@@ -10,7 +10,8 @@ import torch
 
 from mlx_qwen3next import load_model
 from mlx_qwen3next.model import linear
-from mlx_qwen3next.model.linear import Linear, block_rows, blocked, row_blocked_matmul
+from mlx_qwen3next.model.linear import (Linear, block_rows, blocked, matmul_t, narrow,
+                                        narrow_matmul, row_blocked_matmul)
 
 from conftest import hf_model
 
@@ -63,6 +64,35 @@ def test_which_products_are_blocked(small_blocks):
     assert not blocked(x[:4].astype(mx.float16), w.astype(mx.float16))  # no CPU BLAS
     assert not blocked(x[:4], w[:100])  # under two blocks
     assert blocked(x[:4], w)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_narrow_matches_plain_product(rows):
+    """A weight under two blocks but over NARROW_BYTES: (W @ x.T).T, leading dims kept."""
+    w = weight(96, 4096, seed=rows)  # 1.5 MB: one 8 MB block
+    x = mx.random.normal((1, rows, 4096), key=mx.random.key(rows))
+    assert narrow(x, w) and not blocked(x, w)
+    assert narrow_matmul(x, w).shape == (1, rows, 96)
+    assert rel_err(narrow_matmul(x, w), x @ w.T) <= 1e-6
+    assert rel_err(matmul_t(x, w), x @ w.T) <= 1e-6
+    layer = Linear(4096, 96, bias=True)
+    layer.weight, layer.bias = w, mx.ones((96,))
+    assert rel_err(layer(x), x @ w.T + 1.0) <= 1e-6
+
+
+def test_which_products_are_narrow():
+    w = weight(256, 2048)  # 2 MB, one block
+    x = mx.zeros((4, 2048))
+    assert narrow(x, w) and not blocked(x, w)
+    assert not narrow(mx.zeros((9, 2048)), w)  # prefill-sized
+    assert not narrow(x, w[:64])  # 512 KB: stays in cache, plain product
+    assert not narrow(x.astype(mx.bfloat16), w.astype(mx.bfloat16))
+    with mx.stream(mx.cpu):
+        linear_max, linear.MAX_ROWS = linear.MAX_ROWS, 0  # what the bench's Metal count sets
+        try:
+            assert not narrow(x, w) and not blocked(x, w)
+        finally:
+            linear.MAX_ROWS = linear_max
 
 
 def test_real_block_size():

@@ -14,7 +14,10 @@ OpenBLAS runs about as fast as one row (lm_head: 2 rows 152 ms, 3 rows 177 ms,
 against 194 / 235 ms batched and 160 ms for one row); from 4 rows the batched
 product is faster again (259 ms against 377 ms). Large row counts (prefill)
 are compute-bound and keep the single product, as do other devices and dtypes
-(MLX's CPU BLAS path is float32 only). bench/RESULTS.md, "Decode products".
+(MLX's CPU BLAS path is float32 only). A weight under two blocks but of at least
+NARROW_BYTES is multiplied whole as (weight @ x.T).T, which streams it faster than
+x @ weight.T at every decode row count (a cold [512, 2048] weight: 8.6 -> 9.1 GB/s at
+one row, 5.2 -> 7.6 GB/s at four). bench/RESULTS.md, "Decode products".
 """
 
 from __future__ import annotations
@@ -25,14 +28,30 @@ import mlx.nn as nn
 BLOCK_BYTES = 8 << 20  # one block of weight rows; 4-8 MB measured best, 16 MB already slower
 MAX_ROWS = 8  # activations rows up to which a product is treated as weight-bound
 NARROW_ROWS = (2, 3)  # rows for which block @ x.T beats x @ block.T (see above)
+NARROW_BYTES = 1 << 20  # smaller weights sit in cache: the orientation makes no difference
+
+
+def streams_weight(rows: int, x: mx.array, weight: mx.array) -> bool:
+    """Whether a product of `rows` activation rows by `weight` is one of the CPU's
+    weight-bound float32 products, which this file (and SwitchLinear) lay out for speed."""
+    return (mx.default_device() == mx.cpu and x.dtype == weight.dtype == mx.float32
+            and 0 < rows <= MAX_ROWS)
 
 
 def blocked(x: mx.array, weight: mx.array) -> bool:
     """Whether x @ weight.T takes the row-blocked path."""
-    rows = x.size // x.shape[-1] if x.shape[-1] else 0
-    return (mx.default_device() == mx.cpu and weight.ndim == 2
-            and x.dtype == weight.dtype == mx.float32 and 0 < rows <= MAX_ROWS
+    return (weight.ndim == 2 and streams_weight(_rows(x), x, weight)
             and weight.shape[0] >= 2 * block_rows(weight))
+
+
+def narrow(x: mx.array, weight: mx.array) -> bool:
+    """Whether x @ weight.T is computed as (weight @ x.T).T (a weight under two blocks)."""
+    return (weight.ndim == 2 and streams_weight(_rows(x), x, weight)
+            and weight.nbytes >= NARROW_BYTES and not blocked(x, weight))
+
+
+def _rows(x: mx.array) -> int:
+    return x.size // x.shape[-1] if x.shape[-1] else 0
 
 
 def block_rows(weight: mx.array) -> int:
@@ -58,16 +77,24 @@ def row_blocked_matmul(x: mx.array, weight: mx.array) -> mx.array:
     return y.reshape(*x.shape[:-1], out)
 
 
+def narrow_matmul(x: mx.array, weight: mx.array) -> mx.array:
+    """x [..., in] @ weight [out, in].T as (weight @ x.T).T."""
+    xs = x.reshape(-1, x.shape[-1])
+    return (weight @ xs.T).T.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def matmul_t(x: mx.array, weight: mx.array) -> mx.array:
-    """x @ weight.T, row-blocked where that is faster."""
-    return row_blocked_matmul(x, weight) if blocked(x, weight) else x @ weight.T
+    """x @ weight.T, laid out for the CPU's decode products where that is faster."""
+    if blocked(x, weight):
+        return row_blocked_matmul(x, weight)
+    return narrow_matmul(x, weight) if narrow(x, weight) else x @ weight.T
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same quantization) with the row-blocked CPU path."""
+    """nn.Linear (same parameters, same quantization) with the CPU decode layouts."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not blocked(x, self.weight):
+        if not (blocked(x, self.weight) or narrow(x, self.weight)):
             return super().__call__(x)
-        y = row_blocked_matmul(x, self.weight)
+        y = matmul_t(x, self.weight)
         return y + self.bias if "bias" in self else y

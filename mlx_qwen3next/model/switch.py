@@ -131,7 +131,7 @@ def _cpu_gather_mm(x, w, indices, lhs_indices=None):
     one BLAS product; for the few rows of a decode step it is computed as (w_e @ x.T).T:
     with the expert's weight as the left, untransposed operand OpenBLAS streams it faster
     (a one-token MoE step at the real dims, 10 of 64 float32 experts, 2-core CPU:
-    18.8 -> 15.1 ms; bench/RESULTS.md, "Decode products")."""
+    18.8 -> 16.6 ms; bench/RESULTS.md, "Decode products")."""
     x, w = x.astype(mx.float32), w.astype(mx.float32)
     if not streams_weight(x.shape[-2], x, w):
         return mx.gather_mm(x, w.swapaxes(-1, -2), lhs_indices=lhs_indices,

@@ -16,7 +16,7 @@ one model at a time, and measures in one run:
   primitives      nodes of one decode step's graph (mx.export_to_dot of the
                   logits and every cache array after one step), by type; and
                   as Metal would run it (mx.fast ops one node each, and without
-                  model/linear.py's CPU-only row-blocked products)
+                  the CPU-only layouts of decode products, model/linear.py)
   roofline        bytes a decode step must read (active weights, lm_head, the
                   embedding row, DeltaNet state read + write, KV cache) x tok/s,
                   next to the measured bandwidth of a 1 GiB copy and a 1 GiB gemv
@@ -280,7 +280,7 @@ def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
     rows.append(f"| primitives per decode step (CPU graph) | {po} | {pm} | {fmt_ratio(po, pm)} |")
     rows.append(f"| ... not counting views | {vo} | {vm} | {fmt_ratio(vo, vm)} |")
     mo, mm = o["prims_metal"], m["prims_metal"]
-    rows.append(f"| ... Metal-equivalent (each mx.fast op one primitive; no CPU row blocks) "
+    rows.append(f"| ... Metal-equivalent (each mx.fast op one primitive; no CPU-only layouts) "
                 f"| {mo} | {mm} | {fmt_ratio(mo, mm)} |")
     parts = decode_bytes(cfg, args.prompt + args.tokens // 2)
     per_tok = sum(parts.values())

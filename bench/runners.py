@@ -76,7 +76,8 @@ class Ours(Runner):
 
     @contextmanager
     def as_on_metal(self):
-        """Without the CPU-only row-blocked products (model/linear.py), which add
+        """Without the CPU-only layouts of decode products (model/linear.py's row blocks
+        and narrow products, switch.py's weight-on-the-left experts), which add
         primitives here that a Metal graph would not have."""
         from mlx_qwen3next.model import linear
 

@@ -83,18 +83,26 @@ def narrow_matmul(x: mx.array, weight: mx.array) -> mx.array:
     return (weight @ xs.T).T.reshape(*x.shape[:-1], weight.shape[0])
 
 
+def cpu_layout(x: mx.array, weight: mx.array):
+    """The CPU decode layout for x @ weight.T (a function of x, weight), or None for the
+    plain product."""
+    if blocked(x, weight):
+        return row_blocked_matmul
+    return narrow_matmul if narrow(x, weight) else None
+
+
 def matmul_t(x: mx.array, weight: mx.array) -> mx.array:
     """x @ weight.T, laid out for the CPU's decode products where that is faster."""
-    if blocked(x, weight):
-        return row_blocked_matmul(x, weight)
-    return narrow_matmul(x, weight) if narrow(x, weight) else x @ weight.T
+    product = cpu_layout(x, weight)
+    return x @ weight.T if product is None else product(x, weight)
 
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same quantization) with the CPU decode layouts."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not (blocked(x, self.weight) or narrow(x, self.weight)):
+        product = cpu_layout(x, self.weight)
+        if product is None:
             return super().__call__(x)
-        y = matmul_t(x, self.weight)
+        y = product(x, self.weight)
         return y + self.bias if "bias" in self else y

@@ -17,7 +17,8 @@ import mlx.core as mx
 
 from slice import shard_specs
 
-FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention")
+FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention",
+            "gated_delta_update")
 
 
 def dot_labels(*outs) -> list[str]:
@@ -32,8 +33,11 @@ class FastOpCounter:
     expands to here (on the CPU they are built from their fallback ops; on Metal
     each is one primitive)."""
 
-    def __init__(self):
+    def __init__(self, compiled: bool = False):
+        """`compiled`: the graph is traced by mx.compile, so each op's expansion is
+        counted compiled too (its elementwise ops fused, as they are in the graph)."""
         self.calls, self.expanded, self._sizes = Counter(), 0, {}
+        self.compiled = compiled
 
     def __enter__(self):
         self._orig = {n: getattr(mx.fast, n) for n in FAST_OPS}
@@ -59,14 +63,16 @@ class FastOpCounter:
         if key not in self._sizes:
             a2, k2 = [ph(a) for a in args], {k: ph(v) for k, v in kwargs.items()}
             mx.eval([a for a in a2 + list(k2.values()) if isinstance(a, mx.array)])
-            self._sizes[key] = len(dot_labels(f(*a2, **k2)))
+            fn = mx.compile(lambda *a: f(*a, **k2)) if self.compiled else lambda *a: f(*a, **k2)
+            out = fn(*a2)
+            self._sizes[key] = len(dot_labels(*(out if isinstance(out, list) else [out])))
         return self._sizes[key]
 
 
 def count_primitives(r, cache, tok) -> tuple[Counter, int]:
     """Primitive nodes in the graph of one decode step (logits and every cache array),
     by type; and the Metal-equivalent total, with each mx.fast.* call counted as one."""
-    with FastOpCounter() as fast:
+    with FastOpCounter(compiled=getattr(r, "compiles", False)) as fast:
         logits = r.step(tok, cache)
     outs = [logits] + r.cache_arrays(cache)
     labels = dot_labels(*outs)

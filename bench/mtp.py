@@ -8,7 +8,7 @@ temporary folder, or read from --slice, e.g. /tmp/qwen3next_e2e/slice4 from
 bench/e2e.py), times
   - one decode forward of 1 token and the verify forward of k + 1 tokens, k = 1..4,
     each per layer kind (DeltaNet + MoE, attention + MoE) and for the head
-    (final norm + lm_head), on both paths: lean (model/lean_decode.py: compiled
+    (final norm + lm_head), on both paths: compiled (model/compiled.py: compiled
     per-layer steps, what decoding runs) and plain (DecoderLayer, the reference);
   - an MTP draft step (fc, its attention + MoE layer, norm, lm_head of the last
     position) on 1..5 tokens, both paths: a round's first draft step takes the
@@ -17,7 +17,7 @@ Every configuration is run once per repeat, in turn, after one warm-up round
 (which also traces the compiled steps), and the medians are reported: the
 machine is shared, so A/B comparisons are only fair inside one process.
 From those it projects the 48-layer model (36 DeltaNet + 12 attention layers):
-time per token without MTP (lean one-token forward), and with MTP at acceptance
+time per token without MTP (compiled one-token forward), and with MTP at acceptance
 0.6 / 0.8 / 0.9, for i.i.d. acceptance a: expected tokens per round
 (1 - a^(k+1)) / (1 - a) over the verify plus k draft steps (the first one priced at
 the expected number of tokens it takes; see speedup()).
@@ -31,7 +31,7 @@ the real speculative loop is timed against plain decoding, next to what the
 per-forward costs predict (--loop-tokens 0 skips it).
 Verify forwards keep per-token DeltaNet states (what the speculative loop does);
 a DeltaNet layer's verify time includes forming the state after the first token
-(what a rewind after a rejected draft reads; the lean path forms it only then).
+(what a rewind after a rejected draft reads; the compiled path forms it only then).
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ import mlx.core as mx
 
 from mlx_qwen3next import active_blas, load_model
 from mlx_qwen3next.cache import KVCache
+from mlx_qwen3next.kernels.decode import state_after
 from mlx_qwen3next.model.decoder import step_context
 from slice import build_slice
 
 REAL_LINEAR, REAL_ATTENTION = 36, 12
-PATHS = ("lean", "plain")
+PATHS = ("compiled", "eager")
 
 
 def layer_forward(model, cache, snap, tokens: list[int], path: str, costs: dict):
@@ -60,12 +61,11 @@ def layer_forward(model, cache, snap, tokens: list[int], path: str, costs: dict)
     cache.restore(snap)
     cache.keep_steps(len(tokens) > 1)
     ids = mx.array([tokens])
-    x = model.model.embed_tokens(ids.reshape(-1) if path == "lean" else ids)
+    x = model.model.embed_tokens(ids)
     mx.eval(x)
-    if path == "lean":
-        lean = model.model.lean_decoder()
-        position = mx.array([cache.offset], mx.int32)
-        step = lambda i, x: lean.layer_step(i, x, cache, position, 1, len(tokens) > 1)
+    if path == "compiled":
+        steps = model.compiled_steps()
+        step = lambda i, x: steps.layer(i, x, cache)
     else:
         ctx = step_context(cache, len(tokens), x.dtype)
         step = lambda i, x: model.layers[i](x, cache[i], ctx)
@@ -86,8 +86,8 @@ def layer_state(c):
     if isinstance(c, KVCache):
         return [c.keys, c.values]
     out = [c.conv_state, c.recurrent_state]
-    if c.step_states is not None:
-        out.append(c.step_states[1])  # a rewind to the first token
+    if c.step_terms is not None:
+        out.append(state_after(c.step_first, c.step_terms, 1))  # a rewind to the first token
     return out
 
 
@@ -114,14 +114,14 @@ def draft_run(model, hidden, path: str, T: int = 1):
     snap = cache.snapshot()
 
     def step(costs):
-        model.model.lean = path == "lean"
+        model.compile_steps = path == "compiled"
         cache.restore(snap)
         t = time.perf_counter()
         logits, out = model.mtp_forward(hidden[:, -T:], mx.array([[5] * T]), cache,
                                         last_only=True)
         mx.eval(logits, out)
         costs["draft"].append(time.perf_counter() - t)
-        model.model.lean = True
+        model.compile_steps = True
 
     return step
 
@@ -271,11 +271,11 @@ def main():
             runs[("draft", path, T)] = draft_run(model, hidden, path, T)
     res = timed_round_robin(runs, args.repeats)
 
-    t1, s1 = project(res[(1, "lean")]), project(res[(1, "lean")], model.layers)
+    t1, s1 = project(res[(1, "compiled")]), project(res[(1, "compiled")], model.layers)
     print(f"# MTP speculative decoding, real dims, {experts} experts, float32, "
           f"context {args.context}, BLAS: {active_blas()}\n")
     print(f"Medians of {args.repeats} rounds, configurations interleaved. 'x one token': "
-          "against the lean one-token forward (what decoding runs), on the slice itself "
+          "against the compiled one-token forward (what decoding runs), on the slice itself "
           f"({len(model.layers)} layers + head) and projected to 48 layers.\n")
     print("| tokens in forward | path | DeltaNet layer ms | attention layer ms | head ms "
           "| slice forward ms | x one token | 48-layer forward ms | x one token |")
@@ -305,7 +305,7 @@ def main():
               for path in PATHS) + "\n")
     for path in PATHS:
         print(f"Projected from the measured CPU costs (float32), verify and draft on the "
-              f"{path} path, one-token decode lean:\n")
+              f"{path} path, one-token decode compiled:\n")
         print("| k | speed-up at acceptance 0.6 | 0.8 | 0.9 |")
         print("|---|---|---|---|")
         print("\n".join(speedup_rows(t1, verify[path], draft[path])) + "\n")
@@ -329,8 +329,8 @@ def main():
     print("\n".join(speedup_rows(b1, bverify,
                                 {T: bytes_model(T, draft=True) for T in range(1, 6)})))
     if args.loop_tokens and model.has_mtp:
-        slice_verify = {k: project(res[(k + 1, "lean")], model.layers) for k in range(1, 5)}
-        predicted = {k: (lambda k: lambda a: speedup(s1, slice_verify, draft["lean"], k, a))(k)
+        slice_verify = {k: project(res[(k + 1, "compiled")], model.layers) for k in range(1, 5)}
+        predicted = {k: (lambda k: lambda a: speedup(s1, slice_verify, draft["compiled"], k, a))(k)
                      for k in range(1, 5)}
         make_drafter(model)
         print(f"\nMeasured decoding loop on this slice, greedy, {args.loop_tokens} tokens after "

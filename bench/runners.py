@@ -58,6 +58,7 @@ class Runner:
 
 class Ours(Runner):
     name = "ours"
+    compiles = True  # decode steps run under mx.compile (model/compiled.py)
 
     def __init__(self, path, mtp: bool = False):
         super().__init__(path)
@@ -76,18 +77,19 @@ class Ours(Runner):
 
     @contextmanager
     def as_on_metal(self):
-        """Without the CPU-only layouts of decode products (model/linear.py's row blocks
-        and narrow products, switch.py's weight-on-the-left experts), which add
-        primitives here that a Metal graph would not have."""
-        from mlx_qwen3next.model import linear
+        """The graph a GPU runs: the plain modules (the CPU swaps undone) and the delta
+        rule through mx.fast.gated_delta_update (dispatch.FAST), freshly traced."""
+        from mlx_qwen3next.cpu.specialise import specialise, unspecialise
+        from mlx_qwen3next.kernels import dispatch
 
-        saved, linear.MAX_ROWS = linear.MAX_ROWS, 0
-        self.model.model._lean_decoder = None  # retrace the compiled steps
+        unspecialise(self.model)
+        self.model.reset_compiled()
         try:
-            yield
+            with dispatch.using(dispatch.FAST):
+                yield
         finally:
-            linear.MAX_ROWS = saved
-            self.model.model._lean_decoder = None
+            specialise(self.model)
+            self.model.reset_compiled()
 
     def cache_arrays(self, cache):
         from mlx_qwen3next.cache import KVCache

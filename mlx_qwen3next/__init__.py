@@ -1,7 +1,7 @@
 """mlx-qwen3next: Qwen3-Next-80B-A3B on MLX."""
 
-from ._blas import active_blas, load_openblas
-from ._malloc import tune_malloc
+from .cpu.blas import active_blas, load_openblas
+from .cpu.malloc import tune_malloc
 
 load_openblas()  # must run before the first `import mlx.core`
 tune_malloc()  # reuse freed memory instead of page-faulting fresh mmaps

@@ -13,6 +13,8 @@ from typing import Optional
 
 import mlx.core as mx
 
+from .kernels.decode import state_after
+
 
 class KVCache:
     """Keys and values [B, kv_heads, T, head_dim], grown in steps to avoid re-allocation."""
@@ -26,7 +28,7 @@ class KVCache:
 
     def reserve(self, n: int, batch: int, heads: int, k_dim: int, dtype, v_dim=None):
         """Room for n more positions. Buffers grow to a multiple of `step` positions, so
-        compiled steps over the whole buffer (lean decode) see few distinct shapes."""
+        compiled steps over the whole buffer (model/compiled.py) see few distinct shapes."""
         end = self.offset + n
         if self.keys is not None and end <= self.keys.shape[2]:
             return
@@ -77,23 +79,33 @@ class KVCache:
 class DeltaNetCache:
     """conv_state [B, kernel-1, conv_dim] and recurrent state [B, Hv, Dv, Dk] (float32).
 
-    With `keep_steps` set (speculative verification), the layer also keeps the
-    state after every token of the call, so `rewind` can go back to any of them.
+    With `keep_steps` set (speculative verification), the layer also keeps what
+    `rewind` needs to go back to any token of the call: the state before it, the
+    delta rule's per-token terms (kernels/decode.py's state_after) and the conv window.
     """
 
     def __init__(self):
         self.conv_state: Optional[mx.array] = None
         self.recurrent_state: Optional[mx.array] = None
         self.keep_steps = False
-        self.step_states: Optional[list] = None  # state before the last call, then after each token
+        self.step_first: Optional[mx.array] = None  # the state before the last call
+        self.step_terms: Optional[tuple] = None
         self.step_window: Optional[mx.array] = None  # [conv_state, x] of the last call
+
+    @property
+    def steps(self) -> int:
+        """Tokens of the last call made with keep_steps (0: none kept)."""
+        return 0 if self.step_terms is None else self.step_terms[0].shape[-2]
 
     def rewind(self, keep: int):
         """Keep only the first `keep` tokens of the last (verification) call."""
-        self.recurrent_state = self.step_states[keep]
+        self.recurrent_state = state_after(self.step_first, self.step_terms, keep)
         width = self.conv_state.shape[1]
         self.conv_state = self.step_window[:, keep : keep + width, :]
-        self.step_states = self.step_window = None
+        self.release_steps()
+
+    def release_steps(self):
+        self.step_first = self.step_terms = self.step_window = None
 
     @property
     def nbytes(self) -> int:
@@ -105,6 +117,21 @@ class DeltaNetCache:
     def set_state(self, state):
         self.conv_state, self.recurrent_state = state
 
+
+class BufferedKV:
+    """A KVCache's whole buffers inside a compiled step: update_and_fetch writes the
+    new keys at an array position (a slice update) and returns the whole buffers, so
+    the step's graph depends on the buffer size only; attention masks the slots past
+    the position (attention.buffer_mask)."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array):
+        self.keys, self.values, self.offset = keys, values, offset
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array):
+        start = self.offset.reshape(1)
+        self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
+        self.values = mx.slice_update(self.values, values, start, axes=(2,))
+        return self.keys, self.values
 
 @dataclass
 class Snapshot:
@@ -169,14 +196,14 @@ class HybridCache(list):
         Either way the per-token states that call kept are released."""
         if drop <= 0:
             for c in self:
-                if not isinstance(c, KVCache):
-                    c.step_states = c.step_window = None
+                if isinstance(c, DeltaNetCache):
+                    c.release_steps()
             return
         for c in self:
             if isinstance(c, KVCache):
                 c.trim(drop)
             else:
-                c.rewind(len(c.step_states) - 1 - drop)
+                c.rewind(c.steps - drop)
         self.offset -= drop
 
     def trim_kv(self, n: int):

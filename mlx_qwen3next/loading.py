@@ -19,16 +19,20 @@ from mlx.utils import tree_flatten
 
 from .checkpoint import LoadError, open_shards
 from .config import ConfigError, ModelConfig
+from .device import specialise as fit_to_device
 from .model import Model
 from .model.norms import is_zero_centred
 
 _EXPERT = re.compile(r"^(.*\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 
-def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool = False) -> Model:
+def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool = False,
+               specialise: bool = True) -> Model:
     """Build the model from a checkpoint directory; `dtype` casts float weights.
 
-    With `lazy`, weights stay unread until first used (see streaming.py).
+    With `lazy`, weights stay unread until first used (see streaming.py). With
+    `specialise` (the default), the model is fitted to the device (device.py);
+    leave it off to train or to run the plain modules.
     """
     path = Path(path)
     cfg = read_config(path)
@@ -41,7 +45,7 @@ def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool =
     model.eval()
     if not lazy:
         mx.eval(model.parameters())
-    return model
+    return fit_to_device(model) if specialise else model
 
 
 def read_config(path: Path) -> ModelConfig:

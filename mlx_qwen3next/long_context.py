@@ -51,4 +51,5 @@ def set_rope_scaling(model, scaling: Optional[dict] = YARN_1M) -> int:
             module.rope = PartialRoPE(
                 cfg.rotary_dim, cfg.rope_theta, scaling, cfg.max_position_embeddings
             )
+    model.reset_compiled()  # the compiled steps hold the old frequencies
     return context_limit(cfg)

@@ -52,3 +52,15 @@ def hf_model(path, **kwargs):
             path, dtype=torch.float64, experts_implementation="eager", **kwargs
         )
     return model.eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of the CPU-only layouts run only where the default device is the CPU."""
+    import mlx.core as mx
+
+    if mx.default_device() == mx.cpu:
+        return
+    skip = pytest.mark.skip(reason="CPU-only layout; the default device is not the CPU")
+    for item in items:
+        if "cpu_only" in item.keywords:
+            item.add_marker(skip)

@@ -1,21 +1,18 @@
 """Every delta-rule path against the token-by-token oracle (and the oracle
 against transformers)."""
 
-import warnings
+import time
 
 import mlx_qwen3next  # noqa: F401  (loads OpenBLAS before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_qwen3next.kernels import gated_delta
-from mlx_qwen3next.kernels import selfcheck
+from mlx_qwen3next.kernels import dispatch, gated_delta, gated_delta_steps
 from mlx_qwen3next.kernels._prep import causal_decay
-from mlx_qwen3next.kernels.chunked import (blocked_decay, doubling_inverse, gated_delta_chunked,
-                                          unit_lower_inverse)
-from mlx_qwen3next.kernels.decode import MAX_T, gated_delta_decode
+from mlx_qwen3next.kernels.chunked import blocked_decay, doubling_inverse, gated_delta_chunked
+from mlx_qwen3next.kernels.decode import MAX_T, gated_delta_decode, state_after
 from mlx_qwen3next.kernels.reference import gated_delta_reference
-from mlx_qwen3next.kernels.selfcheck import checked_call, relative_error
 
 DK, DV, HK = 32, 48, 2
 
@@ -31,6 +28,11 @@ def make_inputs(T, ratio=2, B=2, dtype=mx.float32, seed=0, Dk=DK, Dv=DV):
     beta = mx.sigmoid(mx.random.normal((B, T, Hv)))
     state = 0.3 * mx.random.normal((B, Hv, Dv, Dk))
     return [x.astype(dtype) for x in (q, k, v, g, beta)] + [state]
+
+
+def relative_error(a, b):
+    a, b = (np.asarray(x.astype(mx.float32), np.float64) for x in (a, b))
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-30))
 
 
 def assert_close(got, want, tol):
@@ -105,25 +107,6 @@ def test_reference_matches_transformers_recurrence():
                  (mx.array(y_hf.double().numpy()), mx.array(s_hf.double().numpy())), 1e-5)
 
 
-@pytest.mark.parametrize("T", [65, 1000])
-@pytest.mark.parametrize("ratio", [1, 4])
-def test_chunked_split_over_cpu_streams_equals_one_stream(T, ratio):
-    """The head split (one slice per CPU stream, one BLAS thread each) is the
-    same computation as the unsplit scan, padded rows included."""
-    q, k, v, g, beta, state = make_inputs(T, ratio, B=2, seed=T)
-    lengths = mx.array([T, T - 5])
-    one = gated_delta_chunked(q, k, v, g, beta, state, lengths, streams=1)
-    two = gated_delta_chunked(q, k, v, g, beta, state, lengths, streams=2)
-    assert_close(two, one, 1e-6)
-    assert_close(two, gated_delta_reference(q, k, v, g, beta, state, lengths), 1e-5)
-
-
-def test_chunked_under_compile_uses_one_stream():
-    args = make_inputs(130, seed=3)
-    compiled = mx.compile(lambda *a: gated_delta_chunked(*a, streams=2))
-    assert_close(compiled(*args), gated_delta_reference(*args), 1e-5)
-
-
 @pytest.mark.parametrize("C", [8, 16, 64])
 def test_blocked_decay_equals_plain_even_for_huge_decays(C):
     g = -mx.exp(4 * mx.random.normal((3, 5, C)))  # per-token decays up to ~-1e5
@@ -133,72 +116,61 @@ def test_blocked_decay_equals_plain_even_for_huge_decays(C):
     assert mx.allclose(got, want, rtol=1e-5, atol=1e-7).item()
 
 
-def test_blas_threads_restores_the_count():
-    from mlx_qwen3next import _blas
-
-    get = getattr(_blas._lib, "openblas_get_num_threads", None)
-    if get is None:
-        pytest.skip("not OpenBLAS")
-    before = get()
-    with _blas.blas_threads(1):
-        assert get() == 1
-    assert get() == before
-
-
-def test_unit_lower_inverse_both_ways():
+def test_doubling_inverse():
     A = mx.tril(0.3 * mx.random.normal((5, 64, 64)), -1)
     want = mx.linalg.inv(mx.eye(64) + A, stream=mx.cpu)
-    assert relative_error(unit_lower_inverse(A), want) <= 1e-5
     assert relative_error(doubling_inverse(A), want) <= 1e-5
 
 
-def test_selfcheck_falls_back_and_warns_once():
-    selfcheck.reset()
-    args = make_inputs(3)
-    wrong = lambda *a: tuple(x + 1 for x in gated_delta_decode(*a))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        outs = [checked_call("bad", ("k",), wrong, gated_delta_decode, *args) for _ in range(3)]
-        checked_call("bad", ("other shape",), wrong, gated_delta_decode, *args)
-    assert len([w for w in caught if "bad" in str(w.message)]) == 1
-    for out in outs:
-        assert_close(out, gated_delta_reference(*args), 1e-5)
-    selfcheck.reset()
+@pytest.mark.parametrize("T", range(1, MAX_T + 1))
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_steps_form_the_state_after_every_token(T, ratio):
+    """A verify's per-token states, formed from its terms, against the oracle run
+    on the first t tokens; from a given state and from none."""
+    q, k, v, g, beta, state = make_inputs(T, ratio, seed=T)
+    for start in (state, None):
+        y, last, terms = gated_delta_steps(q, k, v, g, beta, start)
+        assert_close((y, last), gated_delta_reference(q, k, v, g, beta, start), 1e-5)
+        for t in range(T + 1):
+            want = start if t == 0 else gated_delta_reference(
+                q[:, :t], k[:, :t], v[:, :t], g[:, :t], beta[:, :t], start)[1]
+            got = state_after(start, terms, t)
+            if want is None:
+                assert not mx.any(got).item()
+            else:
+                assert_close([got], [want], 1e-5)
 
 
-def test_selfcheck_treats_a_crash_as_disagreement_and_trusts_a_good_kernel():
-    selfcheck.reset()
-    args = make_inputs(2)
-    calls = []
+@pytest.mark.parametrize("T", [1, 3, 40])
+def test_mx_fast_path_matches_reference(T):
+    """dispatch.FAST (MLX core's gated_delta_update) under our contract, padded rows too."""
+    q, k, v, g, beta, state = make_inputs(T, 2, seed=T)
+    lengths = mx.array([T, max(T - 2, 0)])
+    with dispatch.using(dispatch.FAST):
+        got = gated_delta(q, k, v, g, beta, state, lengths)
+    assert_close(got, gated_delta_reference(q, k, v, g, beta, state, lengths), 1e-5)
 
-    def good(*a):
-        calls.append(1)
-        return gated_delta_reference(*a)
+
+def test_calibrate_keeps_the_fastest_and_drops_a_broken_path():
+    def slow(*a):
+        time.sleep(0.02)
+        return gated_delta_decode(*a)
 
     def broken(*a):
-        raise RuntimeError("kernel failed to compile")
+        raise RuntimeError("no kernel for this device")
 
-    with pytest.warns(RuntimeWarning):
-        checked_call("broken", (), broken, gated_delta_decode, *args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for _ in range(3):
-            checked_call("good", (), good, gated_delta_decode, *args)
-    assert len(calls) == 3  # checked once, then used
-    selfcheck.reset()
+    fast = dispatch.Policy(gated_delta_decode, gated_delta_chunked, "ops")
+    candidates = (dispatch.Policy(slow, slow), dispatch.Policy(broken, broken), fast)
+    picked = dispatch.calibrate(1, 2, 16, 16, mx.float32, candidates, lengths=(1, 16),
+                                repeats=1)
+    assert picked.few is gated_delta_decode and picked.many is gated_delta_chunked
 
 
-@pytest.mark.skipif(not mx.metal.is_available(), reason="needs Metal")
-@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-@pytest.mark.parametrize("T", range(1, MAX_T + 1))
-@pytest.mark.parametrize("Dk,Dv,ratio", [(32, 48, 2), (128, 128, 2), (64, 32, 1)])
-def test_metal_decode_kernel_matches_reference(dtype, T, Dk, Dv, ratio):
-    from mlx_qwen3next.kernels.metal import gated_delta_metal
-
-    args = make_inputs(T, ratio, dtype=dtype, seed=T, Dk=Dk, Dv=Dv)
-    with mx.stream(mx.gpu):
-        got = gated_delta_metal(*args)
-    assert_close(got, gated_delta_reference(*args), 1e-5 if dtype == mx.float32 else 2e-2)
+def test_using_restores_the_policy():
+    before = dispatch.policy()
+    with dispatch.using(dispatch.FAST):
+        assert dispatch.policy() is dispatch.FAST
+    assert dispatch.policy() is before
 
 
 def test_long_prefill_traces_under_compile():

@@ -12,8 +12,6 @@ time so long prompts keep a bounded set of intermediates.
 
 import mlx.core as mx
 
-from .._blas import blas_threads
-from ..cpu_streams import on_stream, split_count
 from ._prep import accum_dtype, causal_decay, eval_if_eager, init_state, mask_padding
 
 CHUNK = 64
@@ -22,53 +20,29 @@ BLOCK = 8  # sub-block of the chunk for the factorised decay (see blocked_decay)
 
 
 def gated_delta_chunked(q, k, v, g, beta, state=None, lengths=None, *,
-                        chunk=CHUNK, group=GROUP, streams=None):
+                        chunk=CHUNK, group=GROUP, inverse=None):
     """Same contract as gated_delta_reference; any T, left-padded rows via lengths.
-
-    On a multi-core CPU the heads are split into equal slices, one per CPU
-    stream (`streams`: at most this many; default one per core; 1 = no split),
-    each stream's small batched products on one BLAS thread: measured faster
-    than one stream with every BLAS thread (bench/RESULTS.md, "Delta rule")."""
+    `inverse(A)` = (I + A)^-1 for strictly lower A (default: doubling_inverse)."""
     q, k, v, g, beta = mask_padding(q, k, v, g, beta, lengths)
-    n = split_count(q.shape[2], streams)
-    inputs = [q, k, v, g, beta] + ([state] if state is not None else [])
-    if n > 1 and eval_if_eager(*inputs):  # inputs first, with every BLAS thread
-        with blas_threads(1):
-            y, state = _scan(q, k, v, g, beta, state, chunk, group, n, eager=True)
-            mx.eval(y, state)
-        return y, state
-    return _scan(q, k, v, g, beta, state, chunk, group, 1, eager=False)
-
-
-def _scan(q, k, v, g, beta, state, chunk, group, n, eager):
-    """The scan in groups of chunks, heads split in n slices (one per CPU stream)."""
     B, T, Hk, Dk = q.shape
     Hv, Dv = v.shape[-2:]
     out_dtype, acc = q.dtype, accum_dtype(q.dtype)
-    C = min(chunk, T)
-    span = C * group
-    hk, hv = Hk // n, Hv // n
-    H = init_state(state, B, Hv, Dv, Dk, acc).swapaxes(-1, -2)
-    Hs = [H[:, i * hv:(i + 1) * hv].reshape(B * hv, Dk, Dv) for i in range(n)]
+    C, span = min(chunk, T), min(chunk, T) * group
+    H = init_state(state, B, Hv, Dv, Dk, acc).swapaxes(-1, -2).reshape(B * Hv, Dk, Dv)
     ys = []
     for t0 in range(0, T, span):
-        outs = []
-        for i in range(n):
-            t, kh, vh = slice(t0, t0 + span), slice(i * hk, (i + 1) * hk), slice(i * hv, (i + 1) * hv)
-            with on_stream(i, n):
-                y, Hs[i] = _group(q[:, t, kh].astype(acc), k[:, t, kh].astype(acc),
-                                  v[:, t, vh].astype(acc), g[:, t, vh].astype(acc),
-                                  beta[:, t, vh].astype(acc), Hs[i], C)
-                outs.append(y.astype(out_dtype))
-        ys.append(outs[0] if n == 1 else mx.concatenate(outs, axis=2))
-        if T > span or eager:  # bound memory: one group's intermediates at a time
-            eval_if_eager(ys[-1], *Hs)
+        t = slice(t0, t0 + span)
+        y, H = _group(q[:, t].astype(acc), k[:, t].astype(acc), v[:, t].astype(acc),
+                      g[:, t].astype(acc), beta[:, t].astype(acc), H, C,
+                      inverse or doubling_inverse)
+        ys.append(y.astype(out_dtype))
+        if T > span:  # bound memory: one group's intermediates at a time
+            eval_if_eager(ys[-1], H)
     y = ys[0] if len(ys) == 1 else mx.concatenate(ys, axis=1)
-    H = mx.concatenate([h.reshape(B, hv, Dk, Dv) for h in Hs], axis=1)
     return y, H.reshape(B, Hv, Dk, Dv).swapaxes(-1, -2)
 
 
-def _group(q, k, v, g, beta, H, C):
+def _group(q, k, v, g, beta, H, C, inverse):
     """Tokens of a few chunks: [B, t, heads, ...] in, y [B, t, Hv, Dv] out."""
     B, t, Hk, Dk = q.shape
     Hv, Dv = v.shape[-2:]
@@ -78,7 +52,7 @@ def _group(q, k, v, g, beta, H, C):
     vc = _split(v.reshape(B, t, Hk, -1, Dv), pad, C)  # [n,B,Hk,r,C,Dv]
     gc, bc = (_split(x.reshape(B, t, Hk, -1), pad, C) for x in (g, beta))  # [n,B,Hk,r,C]
     QW, U, Aqk, kd, gC = (x.reshape(n, B * Hv, *x.shape[-2:])
-                          for x in _intra(qc, kc, vc, gc, bc))
+                          for x in _intra(qc, kc, vc, gc, bc, inverse))
     qH, vn = [], []
     for i in range(n):  # the only sequential part: carry the state
         qwH = QW[i] @ H  # [Q e^G ; W] H in one product
@@ -99,7 +73,7 @@ def _split(x, pad, C):
     return x.transpose(1, 0, 3, 4, 2, *range(5, x.ndim))
 
 
-def _intra(q, k, v, g, beta):
+def _intra(q, k, v, g, beta, inverse):
     """Everything that is parallel over chunks: [Q e^G ; W] stacked by rows, U,
     the causal decayed Q K^T, K decayed to the chunk end, and the chunk decay
     e^{G_C}. (Not mx.compile'd: measured slower on the CPU.)"""
@@ -109,7 +83,7 @@ def _intra(q, k, v, g, beta):
     decay = blocked_decay(G) if C % BLOCK == 0 and C > BLOCK else causal_decay(G)
     kT = k.swapaxes(-1, -2)
     strict = 1 - mx.eye(C, dtype=decay.dtype)  # a product, not mx.tril: finite inputs
-    Tinv = unit_lower_inverse(k @ kT * (decay * strict) * beta[..., None])
+    Tinv = inverse(k @ kT * (decay * strict) * beta[..., None])
     W = Tinv @ (k * (beta[..., None] * eG))
     U = Tinv @ (v * beta[..., None])
     kd = k * mx.exp(G[..., -1:] - G)[..., None]
@@ -120,8 +94,8 @@ def _intra(q, k, v, g, beta):
 def blocked_decay(G, block=BLOCK):
     """causal_decay(G) with ~C/block + block exps per row instead of C.
 
-    exp on this CPU costs ~20 ns an element, and the C x C decay was the
-    costliest op of a chunk. For j before the block of i (which starts at e),
+    The C x C decay is otherwise the costliest elementwise op of a chunk.
+    For j before the block of i (which starts at e),
     exp(G_i - G_j) = exp(G_i - G_e) * exp(G_e - G_j): both factors are <= 1
     (G never increases), so nothing overflows; a product that underflows is
     below float32's range anyway. Within a block: the plain masked exp.
@@ -140,20 +114,9 @@ def blocked_decay(G, block=BLOCK):
     return off + diag
 
 
-def unit_lower_inverse(A):
-    """(I + A)^-1 for strictly lower-triangular A [..., C, C].
-
-    LAPACK's trtri on the CPU; elsewhere the doubling product
-    (I - A)(I + A^2)(I + A^4)... in matmuls, exact because A^C = 0.
-    """
-    C = A.shape[-1]
-    if mx.default_device() == mx.cpu and A.dtype == mx.float32:
-        flat = (mx.eye(C, dtype=A.dtype) + A).reshape(-1, C, C)
-        return mx.linalg.tri_inv(flat, upper=False, stream=mx.cpu).reshape(A.shape)
-    return doubling_inverse(A)
-
-
 def doubling_inverse(A):
+    """(I + A)^-1 for strictly lower-triangular A [..., C, C], as the product
+    (I - A)(I + A^2)(I + A^4)...: exact, because A^C = 0."""
     X = -A
     P = mx.eye(A.shape[-1], dtype=A.dtype) + X
     n = 2

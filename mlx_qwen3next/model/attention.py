@@ -6,9 +6,6 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
-from .activations import sigmoid
-from .blocked_attention import blocked_causal_attention, use_blocked
-from .linear import Linear
 from .rope import PartialRoPE
 
 
@@ -21,10 +18,10 @@ class Attention(nn.Module):
         self.scale = hd**-0.5
         bias = cfg.attention_bias
         # per head: head_dim query features, then head_dim gate features
-        self.q_proj = Linear(cfg.hidden_size, self.n_heads * hd * 2, bias=bias)
-        self.k_proj = Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
-        self.v_proj = Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
-        self.o_proj = Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * hd * 2, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
         self.q_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
         self.k_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
         self.rope = PartialRoPE(
@@ -32,6 +29,7 @@ class Attention(nn.Module):
         )
 
     def __call__(self, x: mx.array, mask, cache=None, positions=0) -> mx.array:
+        """`mask`: None, "causal" or a mask over the keys the cache returns."""
         B, L, _ = x.shape
         q, gate = mx.split(self.q_proj(x).reshape(B, L, self.n_heads, 2 * self.head_dim), 2, -1)
         k = self.k_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
@@ -41,12 +39,9 @@ class Attention(nn.Module):
         v = v.transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
-        if use_blocked(L, mask):
-            out = blocked_causal_attention(q, k, v, self.scale)
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
-        return self.o_proj(out * sigmoid(gate.reshape(B, L, -1)))
+        return self.o_proj(out * mx.sigmoid(gate.reshape(B, L, -1)))
 
 
 def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
@@ -62,3 +57,9 @@ def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
     allowed = (k_pos <= q_pos)[None] & (k_pos[None] >= left_pad[:, None, None])
     allowed = allowed | (k_pos == q_pos)[None]  # padding queries see themselves: no NaN rows
     return mx.where(allowed, 0.0, -mx.inf).astype(dtype)[:, None]
+
+
+def buffer_mask(L: int, offset: mx.array, capacity: int) -> mx.array:
+    """Query t (at position offset + t) sees buffer slots <= offset + t: [L, capacity]."""
+    queries = offset + mx.arange(L, dtype=mx.int32)[:, None]
+    return mx.arange(capacity, dtype=mx.int32)[None, :] <= queries

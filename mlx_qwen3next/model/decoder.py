@@ -18,8 +18,8 @@ from .moe import MLP, SparseMoeBlock
 class StepContext:
     """What every layer of one forward call shares: masks and positions."""
 
-    attn_mask: object  # None, "causal" or an additive [B, 1, L, K] mask
-    positions: object  # RoPE offset: int, or [B] for left-padded rows
+    attn_mask: object = None  # None, "causal", or a mask over the keys the cache returns
+    positions: object = 0  # RoPE offset: int, or an array (one per row when left-padded)
     pad_mask: Optional[mx.array] = None  # [B, L], True on real tokens
     lengths: Optional[mx.array] = None  # [B], real tokens in this call
 

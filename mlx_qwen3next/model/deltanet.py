@@ -8,9 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
-from ..kernels import gated_delta
-from .activations import silu
-from .linear import Linear
+from ..kernels import gated_delta, gated_delta_steps
 from .norms import GatedRMSNorm
 
 
@@ -23,18 +21,16 @@ class GatedDeltaNet(nn.Module):
         self.conv_dim = 2 * self.key_dim + self.value_dim
         self.kernel = cfg.linear_conv_kernel_dim
         H = cfg.hidden_size
-        self.in_proj_qkvz = Linear(H, 2 * self.key_dim + 2 * self.value_dim, bias=False)
-        self.in_proj_ba = Linear(H, 2 * self.nv, bias=False)
+        self.in_proj_qkvz = nn.Linear(H, 2 * self.key_dim + 2 * self.value_dim, bias=False)
+        self.in_proj_ba = nn.Linear(H, 2 * self.nv, bias=False)
         self.conv1d = nn.Conv1d(
             self.conv_dim, self.conv_dim, self.kernel, groups=self.conv_dim, bias=False
         )
+        self.act = nn.SiLU()  # after the conv
         self.dt_bias = mx.ones((self.nv,))
         self.A_log = mx.zeros((self.nv,))
         self.norm = GatedRMSNorm(self.dv, eps=cfg.rms_norm_eps)
-        self.out_proj = Linear(self.value_dim, H, bias=False)
-        self._prepare = mx.compile(
-            partial(prepare_inputs, heads=(self.nk, self.dk, self.nv, self.dv))
-        )
+        self.out_proj = nn.Linear(self.value_dim, H, bias=False)
 
     def __call__(self, x: mx.array, cache=None, pad_mask=None, lengths=None) -> mx.array:
         B, L, _ = x.shape
@@ -43,41 +39,38 @@ class GatedDeltaNet(nn.Module):
         conv_state = cache.conv_state if cache is not None else None
         if conv_state is None:
             conv_state = mx.zeros((B, self.kernel - 1, self.conv_dim), x.dtype)
-        q, k, v, z, g, beta, window = self._prepare(
+        q, k, v, z, g, beta, window = _prepare(self.act, (self.nk, self.dk, self.nv, self.dv))(
             self.in_proj_qkvz(x), self.in_proj_ba(x), conv_state.astype(x.dtype),
             self.conv1d.weight, self.A_log, self.dt_bias,
         )
         state = cache.recurrent_state if cache is not None else None
-        if cache is not None:
-            cache.conv_state = window[:, L:, :]
-            if cache.keep_steps:
-                cache.step_window = window
-                y, state = self.stepwise(cache, q, k, v, g, beta, state)
-            else:
-                y, state = gated_delta(q, k, v, g, beta, state, lengths)
-            cache.recurrent_state = state
+        if cache is not None and cache.keep_steps:  # a verify: keep what a rewind needs
+            y, new_state, terms = gated_delta_steps(q, k, v, g, beta, state)
+            cache.step_first, cache.step_terms, cache.step_window = state, terms, window
         else:
-            y, state = gated_delta(q, k, v, g, beta, state, lengths)
+            y, new_state = gated_delta(q, k, v, g, beta, state, lengths)
+        if cache is not None:
+            cache.conv_state, cache.recurrent_state = window[:, L:, :], new_state
         y = self.norm(y, z)
         return self.out_proj(y.reshape(B, L, -1))
 
-    @staticmethod
-    def stepwise(cache, q, k, v, g, beta, state):
-        """The recurrence one token at a time, keeping every state (a few verify tokens)."""
-        ys, cache.step_states = [], [state]
-        for t in range(q.shape[1]):
-            s = slice(t, t + 1)
-            y, state = gated_delta(q[:, s], k[:, s], v[:, s], g[:, s], beta[:, s], state)
-            ys.append(y)
-            cache.step_states.append(state)
-        return mx.concatenate(ys, axis=1), state
+
+_PREPARE = {}
 
 
-def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
+def _prepare(act, heads):
+    """prepare_inputs compiled once per (activation kind, head shapes)."""
+    key = (type(act), heads)
+    if key not in _PREPARE:
+        _PREPARE[key] = mx.compile(partial(prepare_inputs, act=act, heads=heads))
+    return _PREPARE[key]
+
+
+def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, act, heads):
     """Projections -> the delta rule's inputs: one compiled graph, so few primitives.
 
     Undoes the per-key-head-group interleaving ([q | k | v.. | z..] and [b.. | a..]),
-    runs the depthwise causal conv over [conv_state, q k v] with SiLU, L2-normalises
+    runs the depthwise causal conv over [conv_state, q k v] with `act` (SiLU), L2-normalises
     q and k (q also scaled by Dk^-0.5) and computes the gates in float32.
     Returns q, k, v, z, g, beta and the conv window (its tail is the next conv state).
     """
@@ -90,7 +83,7 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, heads):
         [q.reshape(B, L, -1), k.reshape(B, L, -1), v.reshape(B, L, -1)], axis=-1
     )
     window = mx.concatenate([conv_state, mixed], axis=1)
-    q, k, v = mx.split(silu(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
+    q, k, v = mx.split(act(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
     q = l2_normalize(q.reshape(B, L, nk, dk)) * (dk**-0.5)
     k = l2_normalize(k.reshape(B, L, nk, dk))
     beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))

@@ -9,9 +9,8 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
-from . import lean_decode
+from . import compiled
 from .decoder import DecoderLayer, step_context
-from .linear import Linear, matmul_t
 from .mtp import MTP
 
 
@@ -24,24 +23,21 @@ class Qwen3NextModel(nn.Module):
             for i in range(cfg.num_hidden_layers)
         ]
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.lean = True  # compiled one-token steps where they apply (lean_decode.py)
-        self._lean_decoder = None
 
-    def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
-        if self.lean and lean_decode.usable(input_ids, cache):
-            return self.lean_decoder().hidden(input_ids, cache)
+    def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None,
+                 steps: Optional[compiled.CompiledSteps] = None) -> mx.array:
+        """Post-final-norm hidden states; `steps` runs the layers compiled where they apply."""
         x = self.embed_tokens(input_ids)
-        ctx = step_context(cache, input_ids.shape[1], x.dtype)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cache[i] if cache is not None else None, ctx)
+        if steps is not None and compiled.usable(input_ids, cache):
+            for i in range(len(self.layers)):
+                x = steps.layer(i, x, cache)
+        else:
+            ctx = step_context(cache, input_ids.shape[1], x.dtype)
+            for i, layer in enumerate(self.layers):
+                x = layer(x, cache[i] if cache is not None else None, ctx)
         if cache is not None:
             cache.advance(input_ids.shape[1])
         return self.norm(x)
-
-    def lean_decoder(self) -> lean_decode.LeanDecoder:
-        if self._lean_decoder is None or self._lean_decoder.stale(self):
-            self._lean_decoder = lean_decode.LeanDecoder(self)
-        return self._lean_decoder
 
 
 class Model(nn.Module):
@@ -52,10 +48,11 @@ class Model(nn.Module):
         self.config = cfg
         self.model = Qwen3NextModel(cfg)
         if not cfg.tie_word_embeddings:
-            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if mtp:
             self.mtp = MTP(cfg)
-        self._lean_mtp = None
+        self.compile_steps = True  # compiled decode / verify / draft steps (compiled.py)
+        self._steps = None
 
     @property
     def layers(self):
@@ -72,13 +69,25 @@ class Model(nn.Module):
             cache.left_pad = mx.array(left_pad)
         return cache
 
+    def compiled_steps(self) -> Optional[compiled.CompiledSteps]:
+        if not self.compile_steps:
+            return None
+        mtp = self.mtp if self.has_mtp else None
+        if self._steps is None or self._steps.stale(self.layers, mtp):
+            self._steps = compiled.CompiledSteps(self.layers, mtp)
+        return self._steps
+
+    def reset_compiled(self):
+        """Trace the compiled steps afresh (after swapping a module's non-parameter state)."""
+        self._steps = None
+
     def hidden(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
         """Post-final-norm hidden states [B, T, hidden] (the MTP head's input)."""
-        return self.model(input_ids, cache)
+        return self.model(input_ids, cache, self.compiled_steps() if cache is not None else None)
 
     def logits(self, hidden: mx.array) -> mx.array:
         if self.config.tie_word_embeddings:
-            return matmul_t(hidden, self.model.embed_tokens.weight)  # Embedding.as_linear
+            return self.model.embed_tokens.as_linear(hidden)
         return self.lm_head(hidden)
 
     def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None) -> mx.array:
@@ -90,13 +99,10 @@ class Model(nn.Module):
         `last_only`: logits of the last position only, all a draft needs (lm_head is the
         costliest read of a draft step, and more so for several positions)."""
         e = self.model.embed_tokens(next_ids)
-        if self.model.lean and lean_decode.mtp_usable(next_ids, cache):
-            out = self.lean_mtp()(e, hidden, cache)
+        steps = self.compiled_steps() if cache is not None else None
+        if steps is not None and next_ids.shape[1] <= compiled.MAX_T and compiled.usable(
+                next_ids[:, :1], cache):
+            out = steps.draft(e, hidden, cache)
         else:
             out = self.mtp(e, hidden, cache)
         return self.logits(out[:, -1:] if last_only else out), out
-
-    def lean_mtp(self) -> lean_decode.LeanMTP:
-        if self._lean_mtp is None or self._lean_mtp.mtp is not self.mtp:
-            self._lean_mtp = lean_decode.LeanMTP(self.mtp)
-        return self._lean_mtp

@@ -12,15 +12,14 @@ import mlx.nn as nn
 
 from ..cache import HybridCache
 from ..config import ModelConfig
-from .decoder import DecoderLayer, step_context
-from .linear import Linear
+from .decoder import DecoderLayer, StepContext, step_context
 
 
 class MTP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         H = cfg.hidden_size
-        self.fc = Linear(2 * H, H, bias=False)
+        self.fc = nn.Linear(2 * H, H, bias=False)
         self.pre_fc_norm_embedding = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
         self.pre_fc_norm_hidden = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
         self.norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
@@ -31,11 +30,15 @@ class MTP(nn.Module):
 
     def __call__(self, embeddings: mx.array, hidden: mx.array, cache: HybridCache | None = None):
         """embeddings of the next tokens and the main model's post-norm hidden states -> out."""
+        ctx = step_context(cache, hidden.shape[1], hidden.dtype)
+        out = self.forward(embeddings, hidden, cache[0] if cache is not None else None, ctx)
+        if cache is not None:
+            cache.advance(hidden.shape[1])
+        return out
+
+    def forward(self, embeddings, hidden, layer_cache, ctx: StepContext) -> mx.array:
+        """The head on its layer's own cache (a KVCache, or a BufferedKV when compiled)."""
         e = self.pre_fc_norm_embedding(embeddings)
         h = self.pre_fc_norm_hidden(hidden)
         x = self.fc(mx.concatenate([e, h], axis=-1))
-        ctx = step_context(cache, x.shape[1], x.dtype)
-        x = self.layers[0](x, cache[0] if cache is not None else None, ctx)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.norm(x)
+        return self.norm(self.layers[0](x, layer_cache, ctx))

@@ -10,8 +10,6 @@ silu(z).
 import mlx.core as mx
 import mlx.nn as nn
 
-from .activations import silu
-
 # Suffixes of the checkpoint's zero-centred norm weights (stored as w, used as 1 + w).
 ZERO_CENTRED_SUFFIXES = (
     "input_layernorm.weight",
@@ -36,8 +34,9 @@ class GatedRMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = mx.ones((dims,))
+        self.act = nn.SiLU()
 
     def __call__(self, x: mx.array, z: mx.array) -> mx.array:
         y = mx.fast.rms_norm(x, self.weight, self.eps)
-        gate = silu(z.astype(mx.float32))
+        gate = self.act(z.astype(mx.float32))
         return (y.astype(mx.float32) * gate).astype(x.dtype)

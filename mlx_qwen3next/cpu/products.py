@@ -1,23 +1,13 @@
-"""nn.Linear, with decode-sized products on the CPU read in row blocks.
+"""Decode-sized float32 products on the CPU, laid out so OpenBLAS streams the weight.
 
-A decode or verify step multiplies a few rows of activations by each weight,
-so it is bound by how fast the weight streams from memory. On the CPU, one
-OpenBLAS product over a whole large weight streams it markedly slower than the
-same product split into blocks of a few MB (measured on this project's 2-core
-x86 VM, lm_head 151936 x 2048 float32, one row: 4.8 GB/s whole, 6.5 GB/s in
-1024-row blocks, 8.6 GB/s as one batched product over them; 2-5 rows gain about
-as much). So there, the weight's rows are viewed as [blocks, rows, in] and
-multiplied in one batched matmul, which MLX's CPU backend runs as one BLAS call
-per block; the rows past the last whole block take one more product. For 2 or 3
-rows (a verify step), each block is multiplied on its own as block @ x.T, which
-OpenBLAS runs about as fast as one row (lm_head: 2 rows 152 ms, 3 rows 177 ms,
-against 194 / 235 ms batched and 160 ms for one row); from 4 rows the batched
-product is faster again (259 ms against 377 ms). Large row counts (prefill)
-are compute-bound and keep the single product, as do other devices and dtypes
-(MLX's CPU BLAS path is float32 only). A weight under two blocks but of at least
-NARROW_BYTES is multiplied whole as (weight @ x.T).T, which streams it faster than
-x @ weight.T at every decode row count (a cold [512, 2048] weight: 8.6 -> 9.1 GB/s at
-one row, 5.2 -> 7.6 GB/s at four). bench/RESULTS.md, "Decode products".
+A decode or verify step multiplies a few rows of activations by each weight, so
+it is bound by how fast the weight streams from memory. OpenBLAS streams a large
+weight faster split into row blocks of a few MB, viewed as [blocks, rows, in]
+and multiplied in one batched product (one BLAS call per block); for 2-3 rows,
+each block is multiplied as block @ x.T. A weight under two blocks but of at
+least NARROW_BYTES is multiplied whole as (weight @ x.T).T. Large row counts
+(prefill) are compute-bound and keep the single product, as do other dtypes
+(MLX's CPU BLAS path is float32 only). Figures: bench/RESULTS.md, "Decode products".
 """
 
 from __future__ import annotations
@@ -25,17 +15,16 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-BLOCK_BYTES = 8 << 20  # one block of weight rows; 4-8 MB measured best, 16 MB already slower
-MAX_ROWS = 8  # activations rows up to which a product is treated as weight-bound
-NARROW_ROWS = (2, 3)  # rows for which block @ x.T beats x @ block.T (see above)
+BLOCK_BYTES = 8 << 20  # one block of weight rows (4-8 MB measured best)
+MAX_ROWS = 8  # activation rows up to which a product is treated as weight-bound
+NARROW_ROWS = (2, 3)  # rows for which block @ x.T beats x @ block.T
 NARROW_BYTES = 1 << 20  # smaller weights sit in cache: the orientation makes no difference
 
 
 def streams_weight(rows: int, x: mx.array, weight: mx.array) -> bool:
-    """Whether a product of `rows` activation rows by `weight` is one of the CPU's
-    weight-bound float32 products, which this file (and SwitchLinear) lay out for speed."""
-    return (mx.default_device() == mx.cpu and x.dtype == weight.dtype == mx.float32
-            and 0 < rows <= MAX_ROWS)
+    """Whether a product of `rows` activation rows by `weight` is one of the
+    weight-bound float32 products that this file (and experts.py) lay out for speed."""
+    return x.dtype == weight.dtype == mx.float32 and 0 < rows <= MAX_ROWS
 
 
 def blocked(x: mx.array, weight: mx.array) -> bool:
@@ -92,13 +81,13 @@ def cpu_layout(x: mx.array, weight: mx.array):
 
 
 def matmul_t(x: mx.array, weight: mx.array) -> mx.array:
-    """x @ weight.T, laid out for the CPU's decode products where that is faster."""
+    """x @ weight.T in the decode layout where one applies."""
     product = cpu_layout(x, weight)
     return x @ weight.T if product is None else product(x, weight)
 
 
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, same quantization) with the CPU decode layouts."""
+class BlockedLinear(nn.Linear):
+    """nn.Linear (same parameters, same quantization) with the decode layouts."""
 
     def __call__(self, x: mx.array) -> mx.array:
         product = cpu_layout(x, self.weight)
@@ -106,3 +95,10 @@ class Linear(nn.Linear):
             return super().__call__(x)
         y = product(x, self.weight)
         return y + self.bias if "bias" in self else y
+
+
+class BlockedEmbedding(nn.Embedding):
+    """nn.Embedding whose tied lm_head (as_linear) takes the decode layouts."""
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return matmul_t(x, self.weight)

@@ -1,4 +1,4 @@
-"""The row-blocked CPU product (model/linear.py) against the plain x @ W.T."""
+"""The CPU decode products (cpu/products.py) against the plain x @ W.T."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from mlx_qwen3next import load_model
-from mlx_qwen3next.model import linear
-from mlx_qwen3next.model.linear import (Linear, block_rows, blocked, matmul_t, narrow,
-                                        narrow_matmul, row_blocked_matmul)
+from mlx_qwen3next.cpu import products as linear
+from mlx_qwen3next.cpu.products import (BlockedLinear as Linear, block_rows, blocked, matmul_t,
+                                        narrow, narrow_matmul, row_blocked_matmul)
 
 from conftest import hf_model
+
+pytestmark = pytest.mark.cpu_only
 
 
 def rel_err(a, b) -> float:
@@ -87,12 +89,6 @@ def test_which_products_are_narrow():
     assert not narrow(mx.zeros((9, 2048)), w)  # prefill-sized
     assert not narrow(x, w[:64])  # 512 KB: stays in cache, plain product
     assert not narrow(x.astype(mx.bfloat16), w.astype(mx.bfloat16))
-    with mx.stream(mx.cpu):
-        linear_max, linear.MAX_ROWS = linear.MAX_ROWS, 0  # what the bench's Metal count sets
-        try:
-            assert not narrow(x, w) and not blocked(x, w)
-        finally:
-            linear.MAX_ROWS = linear_max
 
 
 def test_real_block_size():
@@ -110,9 +106,10 @@ def test_quantizes_like_nn_linear():
 
 def test_model_with_blocked_products_matches_transformers(small_blocks, make_checkpoint):
     """The tiny model with every large-enough projection blocked (lm_head at least),
-    decoding token by token on the lean path, against transformers' full forward."""
+    decoding token by token on the compiled steps, against transformers' full forward."""
     path = make_checkpoint()
     model = load_model(path)
+    assert isinstance(model.lm_head, Linear)
     assert blocked(mx.zeros((1, model.lm_head.weight.shape[1])), model.lm_head.weight)
     ids = np.random.default_rng(5).integers(0, 500, (1, 12))
     cache = model.make_cache()

@@ -1,0 +1,62 @@
+"""The one load-time step that fits a model to MLX's CPU backend.
+
+Modules are swapped by predicate, as nn.quantize does, each for a subclass with
+the same parameters: nn.Linear -> BlockedLinear, nn.Embedding -> BlockedEmbedding
+(a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
+nn.SiLU -> PolySiLU; and the delta rule takes the CPU policy. Not for training:
+the polynomial SiLU and LAPACK's inverse have no gradient.
+"""
+
+from __future__ import annotations
+
+import mlx.nn as nn
+
+from ..kernels import dispatch
+from ..model.switch import SwitchGLU, SwitchLinear
+from .activations import PolySiLU
+from .delta_rule import CPU_POLICY
+from .experts import CpuSwitchLinear, GroupedSwitchGLU
+from .products import BlockedEmbedding, BlockedLinear
+
+SWAPS = (  # exact type -> the CPU subclass (quantized modules are left as they are)
+    (nn.Linear, BlockedLinear),
+    (nn.Embedding, BlockedEmbedding),
+    (SwitchLinear, CpuSwitchLinear),
+    (SwitchGLU, GroupedSwitchGLU),
+    (nn.SiLU, PolySiLU),
+)
+
+
+def swapped(module: nn.Module, swaps: dict | None = None) -> nn.Module:
+    """`module` as its CPU subclass (or per `swaps`), sharing its parameters and attributes."""
+    cls = (swaps if swaps is not None else dict(SWAPS)).get(type(module))
+    if cls is None:
+        return module
+    new = cls.__new__(cls)
+    new.__dict__.update(module.__dict__)
+    dict.update(new, module)
+    return new
+
+
+def unspecialise(model: nn.Module) -> nn.Module:
+    """Undo `specialise`: the plain modules again (the delta-rule policy is left as it is)."""
+    _swap_children(model, {cpu: plain for plain, cpu in SWAPS})
+    return model
+
+
+def specialise(model: nn.Module) -> nn.Module:
+    """Swap in the CPU modules (in place) and set the CPU delta-rule policy."""
+    _swap_children(model)
+    dispatch.set_policy(CPU_POLICY)
+    return model
+
+
+def _swap_children(module: nn.Module, swaps: dict | None = None):
+    for name, child in module.children().items():
+        if isinstance(child, nn.Module):
+            _swap_children(child, swaps)
+            module[name] = swapped(child, swaps)
+        elif isinstance(child, list):
+            for i, c in enumerate(child):
+                _swap_children(c, swaps)
+                child[i] = swapped(c, swaps)

@@ -1,0 +1,33 @@
+"""The load-time step that fits a model to the device it runs on.
+
+The model is written once for a GPU. On the CPU, cpu.specialise swaps in the
+CPU layouts; on a GPU, the delta rule's policy is set by timing MLX's own
+kernel against our ops on this model's head shapes (kernels.dispatch.calibrate).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from .kernels import dispatch
+
+
+def specialise(model):
+    """Fit `model` (in place) to the default device; returns it."""
+    if mx.default_device() == mx.cpu:
+        from .cpu.specialise import specialise as cpu_specialise
+
+        return cpu_specialise(model)
+    cfg = model.config
+    dtype = next((p.dtype for _, p in _floats(model)), mx.bfloat16)
+    dispatch.set_policy(dispatch.calibrate(cfg.linear_num_key_heads, cfg.linear_num_value_heads,
+                                           cfg.linear_key_head_dim, cfg.linear_value_head_dim,
+                                           dtype))
+    return model
+
+
+def _floats(model):
+    from mlx.utils import tree_flatten
+
+    return ((k, p) for k, p in tree_flatten(model.parameters())
+            if mx.issubdtype(p.dtype, mx.floating) and k.endswith("in_proj_qkvz.weight"))

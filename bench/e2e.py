@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -44,16 +43,13 @@ sys.path.insert(0, str(HERE))
 import mlx_qwen3next  # noqa: E402,F401  (OpenBLAS before mlx.core, for both sides)
 import mlx.core as mx  # noqa: E402
 
+from e2e_report import table, prims_table, write_results  # noqa: E402
 from measures import bandwidth, count_primitives, decode_bytes  # noqa: E402
 from runners import MlxLm, Ours  # noqa: E402
 from mtp import make_drafter  # noqa: E402
 from slice import build_slice, link_slice, slice_config  # noqa: E402
 
 GiB = 1 << 30
-# Primitives that only change how an array is viewed (no kernel of their own on Metal
-# when the input is contiguous); reported apart from the compute primitives.
-VIEWS = {"Reshape", "Squeeze", "ExpandDims", "Broadcast", "Transpose", "Slice", "AsStrided",
-         "StopGradient", "Depends", "Split", "Unflatten", "Flatten"}
 
 
 # --------------------------------------------------------------------------- slice
@@ -224,100 +220,6 @@ def run_pair(path: Path, args) -> dict:
     return res
 
 
-def fmt_ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
-def gb(x):
-    return f"{x / 1e9:.2f} GB"
-
-
-def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
-    o, m = res["ours"], res["mlx-lm"]
-    cfg = slice_config(L)
-    rows = ["| measure | ours | mlx-lm | ours / mlx-lm |", "|---|---|---|---|"]
-    f2 = lambda x: f"{x:.2f}"
-
-    def pair(label, a, b, show_a=f2, show_b=f2):
-        """One row: both sides, their ratio; a side not measured reads 'skipped'."""
-        rows.append(f"| {label} | {show_a(a)} | {'skipped' if b is None else show_b(b)} | "
-                    f"{fmt_ratio(a, b)} |")
-
-    for n in args.prefill:
-        pair(f"prefill {n} tok/s", o["prefill"].get(n), m["prefill"].get(n),
-             show_a=lambda x: f"{x:.1f}")
-    pair(f"decode tok/s (greedy {args.tokens}, same loop; median step)", o["decode"], m["decode"])
-    pair("decode tok/s (same loop; mean step)", o["decode_mean"], m["decode_mean"])
-    if "generate_step" in m:
-        rows.append(f"| decode tok/s, mlx-lm's generate_step (median step) | | "
-                    f"{m['generate_step']:.2f} | {fmt_ratio(o['decode'], m['generate_step'])} |")
-    mtp = res.get("mtp")
-    if mtp is not None and "pending" in mtp:
-        rows.append("| decode tok/s with MTP (1 draft) | pending | n/a | |")
-    elif mtp is not None:
-        rows.append(f"| decode tok/s with MTP (1 draft; random weights, acceptance "
-                    f"{mtp['acceptance']:.0%}) | {mtp['tok_s']:.2f} | n/a | "
-                    f"{fmt_ratio(mtp['tok_s'], m['decode'])} |")
-        proj = 1.9 / mtp["round_s"]
-        rows.append(f"| ... projected at 90% acceptance (1.9 tokens per "
-                    f"{mtp['round_s'] * 1e3:.0f} ms round = {mtp['round_s'] * o['decode']:.2f} "
-                    f"plain steps) | {proj:.2f} | n/a | {fmt_ratio(proj, m['decode'])} |")
-    good = res.get("mtp_drafter")
-    if good is not None:
-        rows.append(f"| decode tok/s with MTP (1 draft; head made to draft the greedy token, "
-                    f"acceptance {good['acceptance']:.0%}; {good['tok_s'] / o['decode']:.2f}x "
-                    f"our plain decode) | {good['tok_s']:.2f} | n/a | "
-                    f"{fmt_ratio(good['tok_s'], m['decode'])} |")
-    rows.append(f"| weights resident (one copy, shared) | {gb(res['weights'])} | "
-                f"{gb(res['weights'])} | |")
-    for n in args.prefill:
-        pair(f"peak memory above weights, prefill {n}", o["prefill_peak"].get(n),
-             m["prefill_peak"].get(n), gb, gb)
-    pair("peak memory above weights, decode step", o["decode_peak"], m["decode_peak"], gb, gb)
-    po, pm = sum(o["prims"].values()), sum(m["prims"].values())
-    vo = sum(v for k, v in o["prims"].items() if k not in VIEWS)
-    vm = sum(v for k, v in m["prims"].items() if k not in VIEWS)
-    rows.append(f"| primitives per decode step (CPU graph) | {po} | {pm} | {fmt_ratio(po, pm)} |")
-    rows.append(f"| ... not counting views | {vo} | {vm} | {fmt_ratio(vo, vm)} |")
-    mo, mm = o["prims_metal"], m["prims_metal"]
-    rows.append(f"| ... Metal-equivalent (each mx.fast op one primitive; no CPU-only layouts) "
-                f"| {mo} | {mm} | {fmt_ratio(mo, mm)} |")
-    parts = decode_bytes(cfg, args.prompt + args.tokens // 2)
-    per_tok = sum(parts.values())
-    bw_best = max(bw.values()) * 1e9
-    rows.append(f"| bytes read per decode token (fp32) | {gb(per_tok)} | {gb(per_tok)} | |")
-    rows.append(f"| achieved bandwidth (bytes x tok/s) | {gb(per_tok * o['decode'])}/s | "
-                f"{gb(per_tok * m['decode'])}/s | {fmt_ratio(o['decode'], m['decode'])} |")
-    rows.append(f"| ... share of measured bandwidth ({bw_best / 1e9:.1f} GB/s) | "
-                f"{per_tok * o['decode'] / bw_best:.0%} | {per_tok * m['decode'] / bw_best:.0%} | |")
-    same = o["tokens"] == m["tokens"]
-    goals = {
-        "prefill 2048 >= 10x mlx-lm": _goal(o["prefill"].get(2048), m["prefill"].get(2048), 10),
-        "decode >= mlx-lm": _goal(o["decode"], m["decode"], 1.0),
-        "decode >= 80% of bandwidth": "met" if per_tok * o["decode"] >= 0.8 * bw_best else
-        f"missed ({per_tok * o['decode'] / bw_best:.0%})",
-        "primitives <= 0.6x mlx-lm": ("met" if po <= 0.6 * pm else f"missed ({po / pm:.2f}x")
-        + (f"; Metal-equivalent {mo / mm:.2f}x)" if po > 0.6 * pm else ""),
-    }
-    extra = {"parts": parts, "same_tokens": same, "goals": goals}
-    return "\n".join(rows), extra
-
-
-def _goal(a, b, x):
-    if not a or not b:
-        return "not measured"
-    return "met" if a >= x * b else f"missed ({a / b:.2f}x)"
-
-
-def prims_table(res: dict) -> str:
-    o, m = res["ours"]["prims"], res["mlx-lm"]["prims"]
-    kinds = sorted(set(o) | set(m), key=lambda k: -(o.get(k, 0) + m.get(k, 0)))
-    rows = ["| primitive | ours | mlx-lm |", "|---|---|---|"]
-    rows += [f"| {k}{' (view)' if k in VIEWS else ''} | {o.get(k, 0)} | {m.get(k, 0)} |"
-             for k in kinds]
-    return "\n".join(rows)
-
-
 def machine() -> dict:
     import mlx_lm
 
@@ -393,18 +295,6 @@ def main(argv=None):
     if args.write:
         cmd = "python bench/e2e.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_results(text, cmd.replace(" --write", ""))
-
-
-def write_results(text: str, cmd: str):
-    path = HERE / "RESULTS.md"
-    body = path.read_text() if path.is_file() else "# Benchmark results\n"
-    section = f"## End-to-end\n\nCommand: `{cmd.strip()}`\n\n{text}\n"
-    pattern = re.compile(r"^## End-to-end\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: section + "\n", body)
-    else:
-        body = body.rstrip("\n") + "\n\n" + section
-    path.write_text(body)
 
 
 if __name__ == "__main__":

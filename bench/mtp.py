@@ -65,7 +65,7 @@ def layer_forward(model, cache, snap, tokens: list[int], path: str, costs: dict)
     mx.eval(x)
     if path == "compiled":
         steps = model.compiled_steps()
-        step = lambda i, x: steps.layer(i, x, cache)
+        step = lambda i, x: steps.layer(i, x, cache, len(tokens) > 1)
     else:
         ctx = step_context(cache, len(tokens), x.dtype)
         step = lambda i, x: model.layers[i](x, cache[i], ctx)

@@ -133,6 +133,7 @@ class BufferedKV:
         self.values = mx.slice_update(self.values, values, start, axes=(2,))
         return self.keys, self.values
 
+
 @dataclass
 class Snapshot:
     """A HybridCache at one position. Nothing is copied when it is taken (MLX arrays are

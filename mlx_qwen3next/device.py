@@ -19,15 +19,8 @@ def specialise(model):
 
         return cpu_specialise(model)
     cfg = model.config
-    dtype = next((p.dtype for _, p in _floats(model)), mx.bfloat16)
+    dtype = model.model.embed_tokens(mx.array([0])).dtype  # the activations' dtype
     dispatch.set_policy(dispatch.calibrate(cfg.linear_num_key_heads, cfg.linear_num_value_heads,
                                            cfg.linear_key_head_dim, cfg.linear_value_head_dim,
                                            dtype))
     return model
-
-
-def _floats(model):
-    from mlx.utils import tree_flatten
-
-    return ((k, p) for k, p in tree_flatten(model.parameters())
-            if mx.issubdtype(p.dtype, mx.floating) and k.endswith("in_proj_qkvz.weight"))

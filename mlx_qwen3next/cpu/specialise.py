@@ -25,11 +25,13 @@ SWAPS = (  # exact type -> the CPU subclass (quantized modules are left as they 
     (SwitchGLU, GroupedSwitchGLU),
     (nn.SiLU, PolySiLU),
 )
+_TO_CPU = dict(SWAPS)
+_TO_PLAIN = {cpu: plain for plain, cpu in SWAPS}
 
 
-def swapped(module: nn.Module, swaps: dict | None = None) -> nn.Module:
+def swapped(module: nn.Module, swaps: dict = _TO_CPU) -> nn.Module:
     """`module` as its CPU subclass (or per `swaps`), sharing its parameters and attributes."""
-    cls = (swaps if swaps is not None else dict(SWAPS)).get(type(module))
+    cls = swaps.get(type(module))
     if cls is None:
         return module
     new = cls.__new__(cls)
@@ -40,7 +42,7 @@ def swapped(module: nn.Module, swaps: dict | None = None) -> nn.Module:
 
 def unspecialise(model: nn.Module) -> nn.Module:
     """Undo `specialise`: the plain modules again (the delta-rule policy is left as it is)."""
-    _swap_children(model, {cpu: plain for plain, cpu in SWAPS})
+    _swap_children(model, _TO_PLAIN)
     return model
 
 
@@ -51,7 +53,7 @@ def specialise(model: nn.Module) -> nn.Module:
     return model
 
 
-def _swap_children(module: nn.Module, swaps: dict | None = None):
+def _swap_children(module: nn.Module, swaps: dict = _TO_CPU):
     for name, child in module.children().items():
         if isinstance(child, nn.Module):
             _swap_children(child, swaps)

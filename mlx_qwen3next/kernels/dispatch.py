@@ -8,10 +8,9 @@ A policy maps a call's length to a path. `PLAIN` (the default) uses our ops:
 decode.py up to MAX_T tokens, chunked.py beyond; both are plain MLX, so they run
 and differentiate on every device. `FAST` uses MLX core's own
 `mx.fast.gated_delta_update` (one Metal kernel, chunked on Metal for long T).
-On a GPU the load-time step (mlx_qwen3next/device.py) sets the policy with
-`calibrate`, which times both on the model's shapes and keeps the faster per
-length class; until then (or where no GPU is present) the rule is FAST on a
-GPU and the CPU package's own table on the CPU.
+PLAIN holds until the load-time step (mlx_qwen3next/device.py) sets another: on
+a GPU, `calibrate` times both on the model's head shapes and keeps the faster per
+length class; on the CPU, the CPU package's own policy.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import mlx.core as mx
 
 from .chunked import gated_delta_chunked
 from .decode import MAX_T, gated_delta_decode
-from .decode import gated_delta_steps as _steps
 
 
 def fast_gated_delta(q, k, v, g, beta, state=None, lengths=None):
@@ -65,12 +63,6 @@ def gated_delta(q, k, v, g, beta, state=None, lengths=None):
     Returns y [B,T,Hv,Dv] in q's dtype and the new float32 state.
     """
     return _policy.pick(q.shape[1])(q, k, v, g, beta, state, lengths)
-
-
-def gated_delta_steps(q, k, v, g, beta, state=None):
-    """gated_delta for a verify (T <= MAX_T): (y, state, terms); the state after
-    any of the T tokens is decode.state_after(state, terms, t)."""
-    return _steps(q, k, v, g, beta, state)
 
 
 def policy() -> Policy:

@@ -23,15 +23,26 @@ from .decoder import StepContext
 
 
 def usable(input_ids: mx.array, cache) -> bool:
-    """A plain (unpadded) cache with every KV cache in step, and one new token per
-    row, or up to MAX_T with per-token states kept (a verify call)."""
-    if cache is None or input_ids.ndim != 2 or cache.left_pad is not None:
+    """A plain cache and one new token per row, or up to MAX_T with per-token states
+    kept (a verify call)."""
+    if not _plain(input_ids, cache):
         return False
-    if any(isinstance(c, KVCache) and (type(c) is not KVCache or c.offset != cache.offset)
-           for c in cache):
-        return False  # e.g. a quantized KV cache: the eager layers
     T = input_ids.shape[1]
     return T == 1 or (verifying(cache) and T <= MAX_T)
+
+
+def draftable(next_ids: mx.array, cache) -> bool:
+    """The MTP head's step on a plain cache, up to MAX_T tokens."""
+    return _plain(next_ids, cache) and next_ids.shape[1] <= MAX_T
+
+
+def _plain(ids: mx.array, cache) -> bool:
+    """Unpadded rows, and every KV cache a plain one in step with the cache (not, say,
+    a quantized KV cache: those take the eager layers)."""
+    if cache is None or ids.ndim != 2 or cache.left_pad is not None:
+        return False
+    return all(type(c) is KVCache and c.offset == cache.offset
+               for c in cache if isinstance(c, KVCache))
 
 
 def verifying(cache) -> bool:
@@ -79,9 +90,10 @@ class CompiledSteps:
             self._steps[i, verify] = mx.compile(fn, inputs=layer)
         return self._steps[i, verify]
 
-    def layer(self, i: int, x: mx.array, cache) -> mx.array:
-        """Layer i on x [B, T, hidden], its cache updated (bench/mtp.py times these)."""
-        c, verify = cache[i], verifying(cache)
+    def layer(self, i: int, x: mx.array, cache, verify: bool = False) -> mx.array:
+        """Layer i on x [B, T, hidden], its cache updated; `verify`: keep per-token
+        states (bench/mtp.py times these one by one)."""
+        c = cache[i]
         if self.layers[i].is_linear:
             m = self.layers[i].linear_attn
             if c.conv_state is None:

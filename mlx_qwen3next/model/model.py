@@ -29,8 +29,9 @@ class Qwen3NextModel(nn.Module):
         """Post-final-norm hidden states; `steps` runs the layers compiled where they apply."""
         x = self.embed_tokens(input_ids)
         if steps is not None and compiled.usable(input_ids, cache):
+            verify = compiled.verifying(cache)
             for i in range(len(self.layers)):
-                x = steps.layer(i, x, cache)
+                x = steps.layer(i, x, cache, verify)
         else:
             ctx = step_context(cache, input_ids.shape[1], x.dtype)
             for i, layer in enumerate(self.layers):
@@ -100,8 +101,7 @@ class Model(nn.Module):
         costliest read of a draft step, and more so for several positions)."""
         e = self.model.embed_tokens(next_ids)
         steps = self.compiled_steps() if cache is not None else None
-        if steps is not None and next_ids.shape[1] <= compiled.MAX_T and compiled.usable(
-                next_ids[:, :1], cache):
+        if steps is not None and compiled.draftable(next_ids, cache):
             out = steps.draft(e, hidden, cache)
         else:
             out = self.mtp(e, hidden, cache)

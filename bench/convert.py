@@ -28,7 +28,7 @@ import numpy as np
 
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx)
 from mlx_qwen3next.quantize.st_io import Entry, ShardWriter
-from mlx_qwen3next.tiny import tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import tiny_config, write_checkpoint
 
 VOCAB = 16384
 REAL = dict(

@@ -111,7 +111,7 @@ def draft_run(model, hidden, path: str, T: int = 1):
     verify accepted, and one more), logits of the last one only, as drafting asks."""
     cache = model.mtp.make_cache()
     model.mtp_forward(hidden, mx.array([[1] * hidden.shape[1]]), cache)
-    snap = cache.snapshot()
+    snap = cache.mark()
 
     def step(costs):
         model.compile_steps = path == "compiled"
@@ -205,8 +205,8 @@ def decode_loop_rows(model, context: int, tokens: int, predicted: dict) -> list[
     """Greedy decoding of `tokens` tokens, plain and with MTP k = 1..4, on the drafting
     model: tok/s after the prompt, acceptance, and the speed-up against the one predicted
     from the per-forward costs (`predicted[k]`, at the measured acceptance)."""
-    from mlx_qwen3next.generate import token_stream
-    from mlx_qwen3next.speculative import MTPStats, speculative_stream
+    from mlx_qwen3next.generation import token_stream
+    from mlx_qwen3next.generation.speculative import MTPStats, speculative_stream
 
     prompt = mx.random.randint(0, 1000, (context,), key=mx.random.key(1)).tolist()
     greedy = lambda logits: mx.argmax(logits, axis=-1)
@@ -258,7 +258,7 @@ def main():
     prompt = mx.random.randint(0, 1000, (1, args.context), key=mx.random.key(0))
     hidden = model.hidden(prompt, cache)
     mx.eval(hidden)
-    snap = cache.snapshot()
+    snap = cache.mark()
 
     runs = {}
     for T in range(1, 6):

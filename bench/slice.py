@@ -29,7 +29,7 @@ from pathlib import Path
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core)
 import mlx.core as mx
 
-from mlx_qwen3next.tiny import REAL_CONFIG as HUB_REAL_CONFIG
+from mlx_qwen3next.testing.tiny import REAL_CONFIG as HUB_REAL_CONFIG
 
 # The real model's dimensions, in float32 (the only fast CPU matmul dtype here).
 REAL_CONFIG = dict(HUB_REAL_CONFIG, torch_dtype="float32")

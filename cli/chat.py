@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 
 from . import options as o
 from .console import err, out

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 
 from .console import note, out
 from .download import fetch_with_progress

@@ -41,7 +41,7 @@ def demo(
 ):
     """Build, convert and chat with a tiny random Qwen3-Next (no network, no model needed)."""
     from mlx_qwen3next import ChatSession, load
-    from mlx_qwen3next.demo import SCRIPT, build
+    from mlx_qwen3next.testing.demo import SCRIPT, build
 
     out.print(Panel(Text(BANNER), title="qwen3next demo", border_style="yellow"), soft_wrap=False)
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="qwen3next-demo-"))

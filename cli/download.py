@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 
-from .console import note, out, size
+from .console import err, note, out, size
 
 
 def download(
@@ -34,11 +34,11 @@ def fetch_with_progress(repo: str, quiet: bool = False, **kwargs) -> Path:
     silenced (a failure ends as one line; running again resumes)."""
     from huggingface_hub.utils import logging as hf_logging
 
-    from .progress import download_progress, tqdm_for
+    from mlx_qwen3next.checkpoints.progress import bytes_progress, tqdm_for
 
     hf_logging.set_verbosity_error()
 
     if quiet:
         return hub.fetch(repo, tqdm_class=tqdm_for(None), **kwargs)
-    with download_progress() as progress:
+    with bytes_progress(err) as progress:
         return hub.fetch(repo, tqdm_class=tqdm_for(progress), **kwargs)

@@ -23,7 +23,7 @@ def say_error(message: str):
 
 def describe(e: BaseException) -> str:
     """One line for an exception (the library's errors already are one line)."""
-    from mlx_qwen3next.hub import describe_hub_error
+    from mlx_qwen3next.checkpoints.hub import describe_hub_error
 
     if type(e).__module__.startswith(("huggingface_hub", "httpx")):
         return describe_hub_error(e, "the model")

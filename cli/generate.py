@@ -28,7 +28,7 @@ def generate(
     Reads the prompt from stdin when -p is not given, so it composes in pipes:
     `echo hi | qwen3next generate MODEL --json | jq .text`.
     """
-    from mlx_qwen3next.generate import stream_generate
+    from mlx_qwen3next.generation import stream_generate
 
     text = prompt if prompt is not None else _stdin()
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mlx_qwen3next import ModelConfig, hub
+from mlx_qwen3next import ModelConfig
+from mlx_qwen3next.checkpoints import hub
 
 from .console import count, out, size
 from .sizing import RUNTIME_OVERHEAD, count_params, machine_memory, memory_need, state_bytes, weight_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 
 from .console import note, out, size
 

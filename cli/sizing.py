@@ -98,7 +98,7 @@ def memory_need(weights: int, c: ModelConfig, context: int) -> int:
 def machine_memory() -> tuple[int, str]:
     """(bytes a model may use here, what that figure is)."""
     try:
-        from mlx_qwen3next.memory import available_memory
+        from mlx_qwen3next.checkpoints.memory import available_memory
 
         return available_memory(), "available"
     except ImportError:

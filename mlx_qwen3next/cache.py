@@ -2,8 +2,20 @@
 
 A `HybridCache` is a list of per-layer caches with the shared bookkeeping: how
 many positions are filled (`offset`) and, for left-padded batches, how many
-leading positions of each row are padding (`left_pad`). DeltaNet state cannot
-be trimmed, so going back means restoring a `snapshot()`.
+leading positions of each row are padding (`left_pad`).
+
+Going back: DeltaNet state cannot be trimmed, so the cache goes back to a `Mark`
+(`mark()` / `restore()`). A mark keeps each attention layer's offset (KV caches
+only append, so trimming back to it restores them exactly) and references to each
+DeltaNet layer's states (new arrays every step, so nothing is copied). It holds no
+slice of the KV buffers, which would keep an old buffer alive once the cache grows
+or is written by copy. The price: a mark is valid only while the cache moves forward
+from it or back to it (never back to an older mark, forward on another path, then to
+this one); restoring a mark invalidates newer ones. Cost: the DeltaNet state, about
+74 MB per mark on the real model, nothing for the KV cache.
+
+Within one speculative verification, `keep_steps` + `rewind` go back to any of
+its tokens from the per-token terms the delta rule kept, without a mark.
 """
 
 from __future__ import annotations
@@ -134,25 +146,26 @@ class BufferedKV:
         return self.keys, self.values
 
 
-@dataclass
-class Snapshot:
-    """A HybridCache at one position. Nothing is copied when it is taken (MLX arrays are
-    immutable), but while it lives the KV buffers it refers to cannot be updated in
-    place, so a later write copies them once: budget up to one extra KV cache per live
-    snapshot, plus its DeltaNet state (`nbytes`). ChatSession uses rollback.Mark instead."""
+@dataclass(frozen=True)
+class Mark:
+    """A HybridCache's position (see the module note)."""
 
     offset: int
     left_pad: Optional[mx.array]
-    layers: list
+    layers: tuple  # int (KV offset) or (conv_state, recurrent_state) per layer
+
+    def arrays(self) -> list[mx.array]:
+        return [a for s in self.layers if isinstance(s, tuple) for a in s if a is not None]
 
     @property
     def nbytes(self) -> int:
-        total = 0
-        for state in self.layers:
-            for a in state or ():
-                if a is not None:
-                    total += a.nbytes
-        return total
+        return sum(a.nbytes for a in self.arrays())
+
+
+def marks_nbytes(marks) -> int:
+    """Bytes held by a set of marks, counting shared states once."""
+    unique = {id(a): a for m in marks for a in m.arrays()}
+    return sum(a.nbytes for a in unique.values())
 
 
 class HybridCache(list):
@@ -178,13 +191,22 @@ class HybridCache(list):
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self)
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.offset, self.left_pad, [c.state() for c in self])
+    def arrays(self) -> list[mx.array]:
+        """Every array the cache holds (to evaluate it after a prefill chunk)."""
+        return [a for c in self for a in (c.state() or ()) if isinstance(a, mx.array)]
 
-    def restore(self, snap: Snapshot):
-        self.offset, self.left_pad = snap.offset, snap.left_pad
-        for c, state in zip(self, snap.layers):
-            c.set_state(state)
+    def mark(self) -> Mark:
+        layers = tuple(c.offset if isinstance(c, KVCache) else c.state() for c in self)
+        return Mark(self.offset, self.left_pad, layers)
+
+    def restore(self, m: Mark):
+        """Go back (or forward again) to `m`; see the module note for when that is valid."""
+        for c, state in zip(self, m.layers):
+            if isinstance(c, KVCache):
+                c.trim(c.offset - state)
+            else:
+                c.set_state(state)
+        self.offset, self.left_pad = m.offset, m.left_pad
 
     def keep_steps(self, on: bool = True):
         """Make DeltaNet layers keep per-token states (for `rewind`) on the next calls."""

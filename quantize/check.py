@@ -2,7 +2,7 @@
 from the source's on a few prompts (KL divergence and top-1 agreement).
 
 The two models run one after the other, never together, and each one layer at a
-time (mlx_qwen3next.streaming), so checking the 151 GB source needs about one
+time (mlx_qwen3next.checkpoints.layerwise), so checking the 151 GB source needs about one
 layer's memory: the source's log-probabilities are kept (a few prompts' worth),
 then the converted model runs on the same token ids.
 """
@@ -24,7 +24,7 @@ DEFAULT_PROMPTS = (
 def _layerwise_log_probs(path, token_ids):
     import mlx.core as mx
 
-    from mlx_qwen3next.streaming import layerwise_logits
+    from mlx_qwen3next.checkpoints.layerwise import layerwise_logits
 
     out = []
     for logits in layerwise_logits(path, token_ids):

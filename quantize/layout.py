@@ -1,13 +1,7 @@
-"""From the original Hub key layout to mlx-lm's: which source tensors make each
-output tensor, and how.
-
-- `*.mlp.experts.E.{gate,up,down}_proj.weight` (one tensor per expert) are stacked
-  into `*.mlp.switch_mlp.{gate,up,down}_proj.weight` [E, out, in];
-- `conv1d.weight` [C, 1, K] becomes [C, K, 1];
-- zero-centred norms (applied as 1 + w) get the 1 added, so every loader can apply
-  them as plain RMSNorm weights; the gated `linear_attn.norm` is left as it is;
-- everything else is copied. MTP weights (`mtp.*`) are kept and go to their own
-  files (`mtp-*.safetensors`), which mlx-lm's `model*.safetensors` glob skips.
+"""The converted tensors: which source tensors make each one and how
+(mlx_qwen3next.checkpoints.names, the mapping the loader uses too), and the arrays
+each is stored as. MTP weights (`mtp.*`) go to their own files (`mtp-*.safetensors`),
+which mlx-lm's `model*.safetensors` glob skips.
 
 Every output tensor can be produced in row ranges (experts for stacked tensors),
 which is what keeps conversion memory bounded by a chunk, not a layer.
@@ -15,7 +9,6 @@ which is what keeps conversion memory bounded by a chunk, not a layer.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,9 +17,7 @@ import numpy as np
 from .errors import ConvertError
 from .recipe import QuantSpec
 from .st_io import Entry, SourceReader, TensorInfo, itemsize
-from ..model.norms import is_zero_centred
-
-_EXPERT = re.compile(r"^(.+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+from mlx_qwen3next.checkpoints.names import hub_to_mlx
 @dataclass
 class OutTensor:
     """One converted tensor: made from `sources` by `op`, maybe quantized."""
@@ -117,30 +108,29 @@ def plan_tensors(tensors: dict[str, TensorInfo]) -> list[OutTensor]:
             "the source is already in MLX layout (switch_mlp keys); "
             "convert the original Hugging Face checkpoint"
         )
-    experts: dict[tuple[str, str], dict[int, str]] = {}
+    experts: dict[str, dict[int, str]] = {}
     out: list[OutTensor] = []
     for name, info in tensors.items():
-        m = _EXPERT.match(name)
-        if m:
-            experts.setdefault((m[1], m[3]), {})[int(m[2])] = name
-        elif name.endswith("conv1d.weight") and len(info.shape) == 3 and info.shape[1] == 1:
-            c, _, k = info.shape
-            out.append(OutTensor(name, [name], "conv", (c, k, 1), info.dtype))
-        elif is_zero_centred(name) and len(info.shape) == 1:
-            out.append(OutTensor(name, [name], "norm", info.shape, info.dtype))
-        else:
-            out.append(OutTensor(name, [name], "copy", info.shape, info.dtype))
-    for (mlp, proj), by_index in experts.items():
+        to = hub_to_mlx(name, info.shape)
+        if to.op == "stack":
+            experts.setdefault(to.name, {})[to.expert] = name
+            continue
+        shape = info.shape
+        if to.op == "conv":
+            c, _, k = shape
+            shape = (c, k, 1)
+        out.append(OutTensor(to.name, [name], to.op, shape, info.dtype))
+    for stacked, by_index in experts.items():
         n = len(by_index)
+        where = stacked.replace(".switch_mlp.", ".experts: ").removesuffix(".weight")
         if sorted(by_index) != list(range(n)):
-            raise ConvertError(f"{mlp}.experts: {proj} is missing for some experts")
+            raise ConvertError(f"{where} is missing for some experts")
         names = [by_index[e] for e in range(n)]
         shapes = {tensors[s].shape for s in names}
         dtypes = {tensors[s].dtype for s in names}
         if len(shapes) != 1 or len(dtypes) != 1:
-            raise ConvertError(f"{mlp}.experts: {proj} shapes or dtypes differ between experts")
-        name = f"{mlp}.switch_mlp.{proj}.weight"
-        out.append(OutTensor(name, names, "stack", (n,) + shapes.pop(), dtypes.pop()))
+            raise ConvertError(f"{where} shapes or dtypes differ between experts")
+        out.append(OutTensor(stacked, names, "stack", (n,) + shapes.pop(), dtypes.pop()))
     return sorted(out, key=lambda t: _order(t.name))
 
 

@@ -18,25 +18,11 @@ class Progress:
         self._bar = self._task = None
         if show:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress as RichProgress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+
+            from mlx_qwen3next.checkpoints.progress import bytes_progress
 
             self._console = Console(stderr=True)
-            self._bar = RichProgress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=self._console,
-                transient=False,
-            )
+            self._bar = bytes_progress(self._console, transient=False)
 
     def say(self, text: str):
         if self._bar is not None:

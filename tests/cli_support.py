@@ -12,8 +12,8 @@ from pathlib import Path
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
 
-from mlx_qwen3next.demo import DEMO_CONFIG
-from mlx_qwen3next.tiny import write_checkpoint
+from mlx_qwen3next.testing.demo import DEMO_CONFIG
+from mlx_qwen3next.testing.tiny import write_checkpoint
 
 CLI = [sys.executable, "-m", "mlx_qwen3next.cli"]
 

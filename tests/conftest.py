@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import mlx_qwen3next  # noqa: F401  (loads OpenBLAS before mlx.core)
-from mlx_qwen3next.tiny import tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import tiny_config, write_checkpoint
 
 # Shapes the model tests cover: 2 value heads per key head with Dk = Dv, and
 # 4 value heads per key head with Dk != Dv.

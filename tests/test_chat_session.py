@@ -9,7 +9,7 @@ import json
 import pytest
 
 import mlx_qwen3next  # noqa: F401
-from mlx_qwen3next import ChatSession, load, stream_generate
+from mlx_qwen3next import ChatSession, generate, load, stream_generate
 
 SYSTEM = "You are a helpful assistant."
 
@@ -27,6 +27,12 @@ def session(tiny, **kw) -> ChatSession:
 
 def reply(s: ChatSession, text=None) -> str:
     return "".join(c.text for c in (s.send(text) if text is not None else s.retry()))
+
+
+def stateless(tiny, messages, n=8) -> str:
+    """The reply one call on the rendered conversation gives, with no session."""
+    model, tok = tiny
+    return generate(model, tok, messages, max_tokens=n, temperature=0.0, mtp=False)
 
 
 def one_call(tiny, ids, n=8) -> list[int]:
@@ -154,8 +160,13 @@ def test_bad_input_keeps_the_session_usable(tiny):
     reply(short, "Hi")
     with pytest.raises(ValueError, match="context holds 60"):
         short.send("The quick brown fox jumps over the lazy dog. " * 3)
-    assert len(short.messages) == 3 and reply(short, "Hi") is not None
-    assert reply(s, "Thanks") is not None and len(s.messages) == 5
+    assert len(short.messages) == 3
+    clean = session(tiny, max_context=60)
+    reply(clean, "Hi")
+    assert reply(short, "Hi") == reply(clean, "Hi")  # the refused turn left no trace
+    clean = session(tiny)
+    reply(clean, "Hello!")
+    assert reply(s, "Thanks") == reply(clean, "Thanks") and len(s.messages) == 5
 
 
 def test_settings_change_at_run_time(tiny):
@@ -190,7 +201,8 @@ def test_snapshots_are_bounded(tiny):
     per_mark = s._checkpoints[-1].mark.nbytes
     assert 0 < s.stats.snapshot_bytes <= 3 * per_mark
     assert len(s.undo()) and len(s.undo())  # older turns: undone by re-prefilling
-    assert reply(s, "Hello") is not None
+    asked = s.messages + [{"role": "user", "content": "Hello"}]
+    assert reply(s, "Hello") == stateless(tiny, asked, n=2)
 
 
 def test_save_and_load_round_trip(tiny, tmp_path):
@@ -203,7 +215,8 @@ def test_save_and_load_round_trip(tiny, tmp_path):
     t.load(path)
     assert t.messages == s.messages and t.settings == s.settings
     assert json.loads(path.read_text())["messages"][3]["content"] == "Caf\u00e9 \u4e2d\u6587?"
-    assert reply(t, "Thanks") is not None and len(t.messages) == 7
+    asked = t.messages + [{"role": "user", "content": "Thanks"}]
+    assert reply(t, "Thanks") == stateless(tiny, asked) and len(t.messages) == 7
     (tmp_path / "bad.json").write_text('{"messages": "nope"}')
     with pytest.raises(ValueError, match="not a saved chat"):
         t.load(tmp_path / "bad.json")

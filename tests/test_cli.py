@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli_support import converted, one_line_error, tiny_source
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 from mlx_qwen3next.cli.app import app
 
 COMMANDS = ("download", "convert", "chat", "generate", "info", "models", "demo")

@@ -16,7 +16,7 @@ from cli_support import tiny_source
 from mlx_qwen3next import ModelConfig
 from mlx_qwen3next.cli import errors, info, sizing, slash
 from mlx_qwen3next.cli.lineinput import PlainReader
-from mlx_qwen3next.cli.progress import tqdm_for
+from mlx_qwen3next.checkpoints.progress import tqdm_for
 from mlx_qwen3next.cli.render import MarkdownStream, split_finished
 from mlx_qwen3next.cli.stats import stats_line
 

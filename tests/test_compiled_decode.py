@@ -11,11 +11,10 @@ import pytest
 
 from mlx_qwen3next import load_model
 from mlx_qwen3next.cache import KVCache
-from mlx_qwen3next.generate import token_stream
-from mlx_qwen3next.kv_quant import quantize_kv
-from mlx_qwen3next.long_context import set_rope_scaling
+from mlx_qwen3next.generation import token_stream
+from mlx_qwen3next.generation.kv_quant import quantize_kv
+from mlx_qwen3next.generation.context import set_rope_scaling
 from mlx_qwen3next.model import compiled
-from mlx_qwen3next.rollback import mark, rewind
 
 TOL = 1e-5  # float32; compilation fuses and reorders a few sums and products
 
@@ -90,32 +89,22 @@ def test_greedy_generation_identical(model):
     assert len(set(out[True])) > 5  # a real sequence, not one token repeated
 
 
-def test_after_snapshot_restore(model):
+def test_after_restoring_a_mark(model):
+    """The KV caches are trimmed back: stale keys past the offset stay in the buffer,
+    which the compiled steps mask."""
     prompt, ahead, tokens = ids(20, seed=5), ids(5, seed=6), ids(8, seed=7)
     results = {}
     for fast in (False, True):
         cache = model.make_cache()
         model.compile_steps = fast
         model(mx.array(prompt), cache)
-        snap = cache.snapshot()
+        snap = cache.mark()
         run(model, fast, [], ahead, cache)
         cache.restore(snap)
         results[fast] = run(model, fast, [], tokens, cache)[0]
     assert_same(results[False], results[True])
     fresh = run(model, False, prompt, tokens)[0]
     assert_same(fresh, results[True])
-
-
-def test_after_rewind_to_a_mark(model):
-    """rollback.rewind trims the KV caches: stale keys past the offset stay in the buffer."""
-    prompt, ahead, tokens = ids(30, seed=8), ids(9, seed=9), ids(8, seed=10)
-    cache = model.make_cache()
-    model(mx.array(prompt), cache)
-    m = mark(cache)
-    run(model, True, [], ahead, cache)
-    rewind(cache, m)
-    fast = run(model, True, [], tokens, cache)[0]
-    assert_same(run(model, False, prompt, tokens)[0], fast)
 
 
 def test_after_speculative_rewind(model):

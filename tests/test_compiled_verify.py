@@ -10,15 +10,15 @@ import pytest
 from conftest import SHAPES
 from mlx_qwen3next import load_model
 from mlx_qwen3next.cache import KVCache
-from mlx_qwen3next.kv_quant import quantize_kv
+from mlx_qwen3next.generation.kv_quant import quantize_kv
 from mlx_qwen3next import kernels
 from mlx_qwen3next.kernels.decode import state_after
 from mlx_qwen3next.model import compiled
-from mlx_qwen3next.speculative import MTPStats
+from mlx_qwen3next.generation.speculative import MTPStats
 from test_compiled_decode import TOL, cache_arrays, ids, rel_err
-from mlx_qwen3next.generate import token_stream
+from mlx_qwen3next.generation import token_stream
 from test_speculative import drafting_weights, greedy_plain, spec
-from mlx_qwen3next.tiny import write_checkpoint
+from mlx_qwen3next.testing.tiny import write_checkpoint
 
 
 @pytest.fixture(scope="module", params=sorted(SHAPES))

@@ -11,7 +11,7 @@ import pytest
 from mlx_lm.utils import load_model as mlx_lm_load_model
 
 from mlx_qwen3next.quantize import convert
-from mlx_qwen3next.tiny import tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import tiny_config, write_checkpoint
 
 # moe/shared sizes of 64 so that group size 64 divides every input dimension
 CFG = tiny_config(moe_intermediate_size=64, shared_expert_intermediate_size=64)

@@ -10,7 +10,7 @@ import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx)
 import pytest
 
 from mlx_qwen3next.quantize import ConvertError, convert
-from mlx_qwen3next.tiny import tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import tiny_config, write_checkpoint
 
 CFG = tiny_config(moe_intermediate_size=64, shared_expert_intermediate_size=64)
 

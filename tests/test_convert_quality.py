@@ -11,7 +11,7 @@ import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx)
 import pytest
 
 from mlx_qwen3next.quantize import check, convert, format_check
-from mlx_qwen3next.tiny import random_weights, tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import random_weights, tiny_config, write_checkpoint
 
 CFG = tiny_config(hidden_size=128, moe_intermediate_size=64, shared_expert_intermediate_size=64)
 IDS = [[1, 5, 9, 200, 33, 7, 8, 100, 17, 300, 41, 2], [300, 2, 2, 77, 120, 4]]

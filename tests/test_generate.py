@@ -10,8 +10,8 @@ import pytest
 import mlx_qwen3next  # noqa: F401
 import mlx.core as mx
 from mlx_qwen3next import generate, load, stream_generate
-from mlx_qwen3next.generate import prefill, token_stream
-from mlx_qwen3next.sampling import make_sampling_fn, SamplingConfig
+from mlx_qwen3next.generation import prefill, token_stream
+from mlx_qwen3next.generation.sampling import SamplingConfig
 
 GREEDY = dict(temperature=0.0, mtp=False)
 
@@ -69,12 +69,12 @@ def test_prefill_chunk_size_does_not_change_greedy_output(tiny, step):
     assert greedy_tokens(model, tok, ids, 10, prefill_step_size=step) == want
 
 
-def test_snapshot_restore_then_regenerate_is_identical(tiny):
+def test_mark_restore_then_regenerate_is_identical(tiny):
     model, tok = tiny
     ids = prompt_ids(30, seed=3)
     cache = model.make_cache()
     first = greedy_tokens(model, tok, ids, 6, cache=cache)
-    snap = cache.snapshot()
+    snap = cache.mark()
     cont = greedy_tokens(model, tok, first[-1:], 10, cache=cache)
     greedy_tokens(model, tok, [5, 6, 7], 10, cache=cache)  # wander off
     cache.restore(snap)
@@ -82,7 +82,7 @@ def test_snapshot_restore_then_regenerate_is_identical(tiny):
 
 
 def _loop(model, ids, cache, n):
-    sampler = make_sampling_fn(SamplingConfig(temperature=0.0), model.config.vocab_size)
+    sampler = SamplingConfig(temperature=0.0).sampler()
     return token_stream(model, ids, cache, sampler, max_tokens=n)
 
 

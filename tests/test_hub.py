@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from cli_support import isolated_env, run_cli, tiny_source
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 
 SHA = "f" * 40
 REPO = "someone/Tiny-Next"

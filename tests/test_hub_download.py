@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli_support import isolated_env, one_line_error, run_cli, tiny_source
 from fake_hub import FakeHub, repo_files
-from mlx_qwen3next import hub
+from mlx_qwen3next.checkpoints import hub
 from mlx_qwen3next.cli.app import app
 
 REPO = "tiny-org/Tiny-Next"

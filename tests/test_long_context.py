@@ -12,10 +12,10 @@ import mlx_qwen3next  # noqa: F401
 import mlx.core as mx
 from mlx_qwen3next import ModelConfig, load, stream_generate
 from mlx_qwen3next.cache import KVCache
-from mlx_qwen3next.kv_quant import QuantizedKVCache, quantize_kv
-from mlx_qwen3next.long_context import YARN_1M, context_limit, set_rope_scaling
-from mlx_qwen3next import memory
-from mlx_qwen3next.memory import InsufficientMemoryError, check_fits, kv_bytes_per_token
+from mlx_qwen3next.generation.kv_quant import QuantizedKVCache, quantize_kv
+from mlx_qwen3next.generation.context import YARN_1M, context_limit, set_rope_scaling
+from mlx_qwen3next.checkpoints import memory
+from mlx_qwen3next.checkpoints.memory import InsufficientMemoryError, check_fits, kv_bytes_per_token
 
 GREEDY = dict(temperature=0.0, mtp=False)
 REAL = {  # the published config's attention / RoPE fields, Hub style

@@ -69,7 +69,7 @@ def test_cache_snapshot_restore(tiny_checkpoint):
     ids = mx.array(random_ids((1, 10), seed=5))
     cache = model.make_cache()
     model(ids, cache)
-    snap = cache.snapshot()
+    snap = cache.mark()
     first = model(mx.array([[3, 4]]), cache)
     model(mx.array([[9]]), cache)
     cache.restore(snap)

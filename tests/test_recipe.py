@@ -8,7 +8,7 @@ import pytest
 
 from mlx_qwen3next.quantize import ConvertError, convert, make_plan, make_recipe, parse_size
 from mlx_qwen3next.quantize.recipe import sensitive_layers
-from mlx_qwen3next.tiny import tiny_config, write_checkpoint
+from mlx_qwen3next.testing.tiny import tiny_config, write_checkpoint
 
 CFG = tiny_config(num_hidden_layers=8, moe_intermediate_size=64, shared_expert_intermediate_size=64)
 

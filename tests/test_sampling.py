@@ -12,9 +12,8 @@ import pytest
 
 import mlx_qwen3next  # noqa: F401
 import mlx.core as mx
-from mlx_qwen3next.sampling import (
+from mlx_qwen3next.generation.sampling import (
     CARD_DEFAULTS, SamplingConfig, default_sampling, generation_defaults, make_processors,
-    make_sampling_fn,
 )
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
@@ -29,7 +28,7 @@ def frequencies(cfg: SamplingConfig, probs=PROBS, draws=DRAWS, seed=0, processor
         logits = proc(history, logits)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     mx.random.seed(seed)
-    tokens = np.array(make_sampling_fn(cfg, len(probs))(logprobs))
+    tokens = np.array(cfg.sampler()(logprobs))
     return np.bincount(tokens, minlength=len(probs)) / draws
 
 

@@ -8,11 +8,10 @@ import torch
 
 import mlx.core as mx
 from mlx_qwen3next import load_model
-from mlx_qwen3next.generate import token_stream
-from mlx_qwen3next.sampling import SamplingConfig, make_sampling_fn
-from mlx_qwen3next.sampling_dist import SamplingParams
-from mlx_qwen3next.speculative import MTPStats, speculative_stream
-from mlx_qwen3next.tiny import random_weights, tiny_config, write_checkpoint
+from mlx_qwen3next.generation import token_stream
+from mlx_qwen3next.generation.sampling import SamplingConfig
+from mlx_qwen3next.generation.speculative import MTPStats, speculative_stream
+from mlx_qwen3next.testing.tiny import random_weights, tiny_config, write_checkpoint
 
 
 def drafting_weights(main_scale: float, seed: int = 0) -> dict:
@@ -155,12 +154,11 @@ def test_sampling_distribution_matches_main_model(checkpoints):
     main model's exact distribution (temperature, then top-p and top-k)."""
     model = checkpoints["partial"]
     prompt = [10, 20, 30]
-    config = SamplingConfig(temperature=1.3, top_p=0.95, top_k=4)
-    sampling = SamplingParams(temperature=1.3, top_p=0.95, top_k=4)
+    sampling = SamplingConfig(temperature=1.3, top_p=0.95, top_k=4)
     # exact joint distribution of the first two tokens under the main model alone
     cache = model.make_cache()
     p1 = np.array(sampling.probs(model(mx.array([prompt]), cache)[:, -1]))[0]
-    snap = cache.snapshot()
+    snap = cache.mark()
     expected = {}
     for t1 in np.nonzero(p1)[0]:
         cache.restore(snap)
@@ -172,8 +170,8 @@ def test_sampling_distribution_matches_main_model(checkpoints):
     with_mtp = sample_pairs(n, lambda: speculative_stream(
         model, prompt, model.make_cache(), draft_tokens=2, max_tokens=2, sampling=sampling,
         stats=stats))
-    sampler = make_sampling_fn(config, model.config.vocab_size)
-    plain = sample_pairs(n, lambda: token_stream(model, prompt, model.make_cache(), sampler,
+    plain = sample_pairs(n, lambda: token_stream(model, prompt, model.make_cache(),
+                                                 sampling.sampler(),
                                                  max_tokens=2))
     keys = sorted(expected)
     exp = np.array([expected[k] for k in keys]) * n

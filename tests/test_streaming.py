@@ -4,7 +4,7 @@ import numpy as np
 
 import mlx.core as mx
 from mlx_qwen3next import load_model
-from mlx_qwen3next.streaming import layerwise_logits
+from mlx_qwen3next.checkpoints.layerwise import layerwise_logits
 
 
 def test_layerwise_logits_equal_the_model(tiny_checkpoint):

@@ -8,7 +8,7 @@ A policy maps a call's length to a path. `PLAIN` (the default) uses our ops:
 decode.py up to MAX_T tokens, chunked.py beyond; both are plain MLX, so they run
 and differentiate on every device. `FAST` uses MLX core's own
 `mx.fast.gated_delta_update` (one Metal kernel, chunked on Metal for long T).
-PLAIN holds until the load-time step (mlx_qwen3next/device.py) sets another: on
+PLAIN holds until the load-time step (mlx_qwen3next/checkpoints/device.py) sets another: on
 a GPU, `calibrate` times both on the model's head shapes and keeps the faster per
 length class; on the CPU, the CPU package's own policy.
 """

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .model.attention import Attention
-from .model.rope import PartialRoPE
+from ..model.attention import Attention
+from ..model.rope import PartialRoPE
 
 YARN_1M = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 262144}
 

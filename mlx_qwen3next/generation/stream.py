@@ -1,10 +1,5 @@
-"""Generation: chunked prefill, the token loop, and streaming text with stops and timings.
-
-`token_stream` is the one token loop; `make_token_loop` picks it or the MTP
-speculative loop (speculative.py, same contract) when the model has an MTP head.
-`stream_generate` / `generate` wrap it with prompt encoding, sampling, stop
-ids and strings, streaming detokenisation and the macOS wired-memory limit.
-"""
+"""`stream_generate` / `generate`: a request checked, encoded and run through the token
+loop, as streaming text with stop ids and strings, timings and the wired-memory limit."""
 
 from __future__ import annotations
 
@@ -15,18 +10,13 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import mlx.core as mx
 
+from ..checkpoints.memory import wired_limit
+from .context import context_limit
 from .kv_quant import quantize_kv
-from .long_context import context_limit
-from .memory import wired_limit
+from .loop import make_token_loop
+from .prefill import PREFILL_STEP
 from .prompt import check_max_tokens, check_stop, encode_prompt
-from .rollback import cache_arrays, mark, rewind
-from .sampling_dist import SamplingParams
-from .speculative import speculative_stream
-from .sampling import (
-    SamplingConfig, default_sampling, make_processors, make_sampling_fn, resolve_sampling,
-)
-
-PREFILL_STEP = 2048
+from .sampling import SamplingConfig, default_sampling, make_processors, resolve_sampling
 
 
 @dataclass
@@ -44,108 +34,6 @@ class GenerationResponse:
     peak_memory: float  # GB
     finish_reason: Optional[str] = None  # "stop" (eos id or stop string), "length", or None
     prompt_time: float = 0.0  # seconds to the first token
-
-
-def prefill(model, cache, ids, step: int = PREFILL_STEP,
-            progress: Optional[Callable[[int, int], None]] = None, total: Optional[int] = None):
-    """Feed `ids` into `cache` `step` tokens at a time, evaluating after each chunk so
-    memory stays bounded by one chunk's activations. No logits are computed."""
-    ids = mx.array(ids, dtype=mx.int32).reshape(-1)
-    total = ids.size if total is None else total
-    for start in range(0, ids.size, step):
-        model.hidden(ids[None, start : start + step], cache)
-        mx.eval(cache_arrays(cache))
-        mx.clear_cache()
-        if progress is not None:
-            progress(min(start + step, ids.size), total)
-
-
-def token_stream(model, prompt_ids, cache, sampler, logits_processors=(),
-                 max_tokens: Optional[int] = None, prefill_step_size: int = PREFILL_STEP,
-                 progress: Optional[Callable[[int, int], None]] = None,
-                 ) -> Iterator[tuple[int, mx.array]]:
-    """Prefill `prompt_ids` into `cache`, then yield (token, logprobs [vocab]) forever or
-    `max_tokens` times.
-
-    Contract (every token loop, including the speculative one, keeps it): `cache`
-    always ends up holding the prompt plus every yielded token except the last
-    one, whether the loop ran out, the consumer closed the generator early
-    (`gen.close()`, `break` + garbage collection), or an exception (Ctrl-C) hit
-    the loop; if nothing was yielded the cache is as it was before the call. To
-    continue, feed the last token first. Processors see this call's tokens only:
-    (prompt + reply so far, logits) -> logits, as in mlx-lm.
-    """
-    prompt = mx.array(list(prompt_ids), dtype=mx.int32)
-    if prompt.size == 0:
-        raise ValueError("prompt is empty")
-    keep = mark(cache)  # where to go back to if we stop here
-    history = None
-
-    def step(tokens: mx.array):
-        nonlocal history
-        logits = model(tokens[None], cache)[:, -1, :]
-        if logits_processors:
-            history = tokens if history is None else mx.concatenate([history, tokens])
-            for proc in logits_processors:
-                logits = proc(history, logits)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return sampler(logprobs), logprobs[0]
-
-    try:
-        prefill(model, cache, prompt[:-1], prefill_step_size, progress, prompt.size)
-        if logits_processors and prompt.size > 1:
-            history = prompt[:-1]
-        y, logprobs = step(prompt[-1:])
-        mx.async_eval(y, logprobs)
-        n = 0
-        while True:
-            more = max_tokens is None or n + 1 < max_tokens
-            if more:  # feed y before handing it out, so the device keeps working
-                before = mark(cache)
-                next_y, next_logprobs = step(y)
-                mx.async_eval(next_y, next_logprobs)
-            token = y.item()
-            keep = before if more else None
-            yield token, logprobs
-            if not more:
-                return
-            y, logprobs = next_y, next_logprobs
-            n += 1
-            if n % 256 == 0:
-                mx.clear_cache()
-    finally:
-        if keep is not None:
-            rewind(cache, keep)
-
-
-def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
-                    draft_tokens: int = 1):
-    """`loop(prompt_ids, cache, processors, max_tokens, prefill_step, progress)` -> an
-    iterator of (token, logprobs): plain `token_stream`, or the MTP speculative loop.
-
-    mtp=None: speculative when the model has an MTP head; True: require the head
-    (ValueError without it); False: plain.
-    """
-    if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, int) or draft_tokens < 1:
-        raise ValueError(f"draft_tokens must be a positive integer, got {draft_tokens!r}")
-    sampler = make_sampling_fn(cfg, model.config.vocab_size)
-
-    def plain(ids, cache, procs, max_tokens, step, progress):
-        return token_stream(model, ids, cache, sampler, procs, max_tokens, step, progress)
-
-    has_head = bool(getattr(model, "has_mtp", False))
-    if mtp and not has_head:
-        raise ValueError("this checkpoint has no MTP head (load with mtp=True, or pass mtp=False)")
-    if mtp is False or not has_head:
-        return plain
-    params = SamplingParams.from_config(cfg, model.config.vocab_size)
-
-    def speculative(ids, cache, procs, max_tokens, step, progress):
-        return speculative_stream(model, ids, cache, draft_tokens=draft_tokens, sampling=params,
-                                  logits_processors=procs, max_tokens=max_tokens,
-                                  prefill_step=step, progress=progress)
-
-    return speculative
 
 
 def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512,

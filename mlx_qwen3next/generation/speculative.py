@@ -17,8 +17,12 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import mlx.core as mx
 
-from .cache import HybridCache
-from .sampling_dist import SamplingParams
+from ..cache import HybridCache
+from . import acceptance
+from .prefill import prefill
+from .sampling import SamplingConfig
+
+GREEDY = SamplingConfig(temperature=0.0)
 
 
 @dataclass
@@ -57,7 +61,7 @@ def speculative_stream(
     cache: HybridCache,
     *,
     draft_tokens: int = 1,
-    sampling: Optional[SamplingParams] = None,
+    sampling: SamplingConfig = GREEDY,
     logits_processors: Optional[list[Callable]] = None,
     max_tokens: int = 256,
     prefill_step: int = 2048,
@@ -77,7 +81,6 @@ def speculative_stream(
         raise ValueError("this checkpoint has no MTP head (mtp.* weights); use plain decoding")
     if not 1 <= draft_tokens <= 4:
         raise ValueError(f"draft_tokens must be between 1 and 4, got {draft_tokens}")
-    sampling = sampling or SamplingParams()
     processors = logits_processors or []
     stats = stats if stats is not None else MTPStats()
     mtp_cache = _mtp_cache_for(model, cache, mtp_cache)
@@ -85,7 +88,8 @@ def speculative_stream(
 
     hidden = _prefill(model, history, cache, mtp_cache, prefill_step, progress)
     stats.forwards += 1
-    token, logprobs = sampling.sample(_process(processors, history, model.logits(hidden)))
+    token, logprobs = acceptance.sample(sampling, _process(processors, history,
+                                                          model.logits(hidden)))
     history.append(token)
     yield token, logprobs, False
     stats.tokens += 1
@@ -131,21 +135,19 @@ def _mtp_cache_for(model, cache, given):
 
 
 def _prefill(model, prompt, cache, mtp_cache, step, progress=None):
-    """Main-model prefill in chunks; the MTP head sees each (hidden, next token) pair."""
+    """Main-model prefill; the MTP head sees each (hidden, next token) pair."""
     pending = None
-    for start in range(0, len(prompt), step):
-        chunk = mx.array([prompt[start : start + step]])
-        hidden = model.hidden(chunk, cache)
+
+    def feed_mtp(chunk, hidden):
+        nonlocal pending
         if pending is not None:
-            h = mx.concatenate([pending, hidden[:, :-1]], axis=1)
-            model.mtp_forward(h, chunk, mtp_cache)
+            model.mtp_forward(mx.concatenate([pending, hidden[:, :-1]], axis=1), chunk, mtp_cache)
         elif chunk.shape[1] > 1:
             model.mtp_forward(hidden[:, :-1], chunk[:, 1:], mtp_cache)
         pending = hidden[:, -1:]
-        mx.eval(pending)
-        if progress is not None:
-            progress(min(start + step, len(prompt)), len(prompt))
-    return pending
+        return mtp_cache.arrays()
+
+    return prefill(model, cache, prompt, step, feed_mtp, progress)
 
 
 def _draft(model, pairs, mtp_cache, k, sampling):
@@ -154,7 +156,7 @@ def _draft(model, pairs, mtp_cache, k, sampling):
     drafts, lps = [], []
     for _ in range(k):
         logits, out = model.mtp_forward(hidden, next_ids, mtp_cache, last_only=True)
-        token, lp = sampling.draft(logits[:, -1, :])
+        token, lp = acceptance.draft(sampling, logits[:, -1, :])
         drafts.append(token)
         lps.append(lp)
         hidden, next_ids = out[:, -1:], mx.array([[token]])
@@ -168,13 +170,13 @@ def _accept(model, verify_hidden, drafts, draft_qs, history, processors, samplin
     seen = list(history)
     for i, draft in enumerate(drafts):
         target = _process(processors, seen, logits[:, i : i + 1])
-        ok, replacement, lp = sampling.accept(target, draft, draft_qs[i])
+        ok, replacement, lp = acceptance.accept(sampling, target, draft, draft_qs[i])
         if not ok:
             return out + [replacement], lps + [lp]
         out.append(draft)
         lps.append(lp)
         seen.append(draft)
-    token, lp = sampling.sample(_process(processors, seen, logits[:, -1:]))
+    token, lp = acceptance.sample(sampling, _process(processors, seen, logits[:, -1:]))
     return out + [token], lps + [lp]
 
 

@@ -14,7 +14,7 @@ import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core)
 import mlx.core as mx
 
 pytest.importorskip("mlx_lm")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runners import MlxLm, Ours  # noqa: E402
 from slice import build_slice, link_slice, shard_specs, slice_config  # noqa: E402

@@ -9,7 +9,6 @@ quantized: their modules are rebuilt from config.json's quantization block.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -17,20 +16,18 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .checkpoint import LoadError, open_shards
-from .config import ConfigError, ModelConfig
+from .shards import LoadError, open_shards
+from ..config import ConfigError, ModelConfig
 from .device import specialise as fit_to_device
-from .model import Model
-from .model.norms import is_zero_centred
-
-_EXPERT = re.compile(r"^(.*\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+from ..model import Model
+from .names import hub_to_mlx
 
 
 def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool = False,
                specialise: bool = True) -> Model:
     """Build the model from a checkpoint directory; `dtype` casts float weights.
 
-    With `lazy`, weights stay unread until first used (see streaming.py). With
+    With `lazy`, weights stay unread until first used (see layerwise.py). With
     `specialise` (the default), the model is fitted to the device (device.py);
     leave it off to train or to run the plain modules.
     """
@@ -100,28 +97,27 @@ def is_converted(weights: dict) -> bool:
 
 
 def from_original(weights: dict, cfg: ModelConfig) -> dict:
-    """Map the Hub checkpoint's names and conventions to this model's."""
+    """Map the Hub checkpoint's names and conventions to this model's (names.py)."""
     out, experts = {}, {}
     for name, w in weights.items():
-        m = _EXPERT.match(name)
-        if m:
-            experts.setdefault((m[1], m[3]), {})[int(m[2])] = (name, w)
+        to = hub_to_mlx(name, w.shape)
+        if to.op == "stack":
+            experts.setdefault(to.name, {})[to.expert] = (name, w)
             continue
-        if name.endswith("conv1d.weight") and w.ndim == 3 and w.shape[-1] != 1:
+        if to.op == "conv":
             w = w.moveaxis(2, 1)
-        elif is_zero_centred(name) and w.ndim == 1:
+        elif to.op == "norm":
             w = w + 1.0
-        out[name] = w
-    for (prefix, proj), by_index in experts.items():
+        out[to.name] = w
+    for stacked, by_index in experts.items():
         missing = sorted(set(range(cfg.num_experts)) - set(by_index))
         if missing:
-            raise LoadError(f"missing tensor {prefix}.experts.{missing[0]}.{proj}.weight")
+            prefix, proj = stacked.rsplit(".switch_mlp.", 1)
+            raise LoadError(f"missing tensor {prefix}.experts.{missing[0]}.{proj}")
         extra = sorted(set(by_index) - set(range(cfg.num_experts)))
         if extra:
             raise LoadError(f"unexpected tensor {by_index[extra[0]][0]}")
-        out[f"{prefix}.switch_mlp.{proj}.weight"] = mx.stack(
-            [by_index[e][1] for e in range(cfg.num_experts)]
-        )
+        out[stacked] = mx.stack([by_index[e][1] for e in range(cfg.num_experts)])
     return out
 
 

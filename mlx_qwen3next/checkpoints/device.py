@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .kernels import dispatch
+from ..kernels import dispatch
 
 
 def specialise(model):
     """Fit `model` (in place) to the default device; returns it."""
     if mx.default_device() == mx.cpu:
-        from .cpu.specialise import specialise as cpu_specialise
+        from ..cpu.specialise import specialise as cpu_specialise
 
         return cpu_specialise(model)
     cfg = model.config

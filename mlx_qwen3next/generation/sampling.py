@@ -1,9 +1,12 @@
-"""Sampling settings: validation, defaults from the model card / generation_config.json,
-and the sampler + logits processors built from them with mlx-lm's helpers.
+"""Sampling: one settings class (validation, defaults from the model card and
+generation_config.json), the distribution it draws from, its sampler, and the
+logits processors.
 
 Order of operations (as transformers and vLLM do it): penalties on the logits,
-then temperature, then top-k / top-p / min-p filtering of the tempered
-distribution, then a categorical draw. Temperature 0 is greedy (argmax).
+then temperature, then top-p / min-p / top-k filtering of the tempered
+distribution (mlx-lm's filters), then a categorical draw. Temperature 0 is greedy
+(argmax). Plain decoding draws with `sampler`; speculative decoding needs the
+distribution itself (`probs`, see acceptance.py), which is the same one.
 
 mlx-lm provides the filters and the repetition penalty. Written here: the
 presence penalty over the *generated* tokens (OpenAI / vLLM semantics; mlx-lm's
@@ -56,6 +59,30 @@ class SamplingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def filtered(self, logits: mx.array) -> mx.array:
+        """Log-probabilities [B, V] of the distribution drawn from: logits tempered,
+        normalised, then filtered (filtered-out tokens at -inf). Not for greedy."""
+        from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+        lp = log_softmax(log_softmax(logits) * (1.0 / self.temperature))
+        if 0 < self.top_p < 1.0:
+            lp = apply_top_p(lp, self.top_p)
+        if self.min_p > 0:
+            lp = apply_min_p(lp, self.min_p)
+        if 0 < self.top_k < lp.shape[-1]:  # k >= the vocabulary keeps everything, like 0
+            lp = apply_top_k(lp, self.top_k)
+        return lp
+
+    def probs(self, logits: mx.array) -> mx.array:
+        """The sampling distribution [B, V] for logits [B, V]."""
+        return mx.softmax(self.filtered(logits), axis=-1)
+
+    def sampler(self) -> Callable[[mx.array], mx.array]:
+        """logits or log-probabilities [B, V] -> tokens [B]."""
+        if self.greedy:
+            return lambda logprobs: mx.argmax(logprobs, axis=-1)
+        return lambda logprobs: mx.random.categorical(self.filtered(logprobs))
+
 
 def _number(name, value, integer=False):
     kinds = (int,) if integer else (int, float)
@@ -89,26 +116,9 @@ def validate(cfg: SamplingConfig) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {cfg.seed}")
 
 
-def make_sampling_fn(cfg: SamplingConfig, vocab_size: int) -> Callable[[mx.array], mx.array]:
-    """logprobs [B, V] -> tokens [B]: temperature first, then the filters, then a draw."""
-    from mlx_lm.sample_utils import make_sampler  # mlx_lm pulls in transformers: import late
-
-    if cfg.greedy:
-        return make_sampler(0.0)
-    top_k = effective_top_k(cfg, vocab_size)
-    filtered = make_sampler(temp=1.0, top_p=cfg.top_p, min_p=cfg.min_p, top_k=top_k)
-    inv_t = 1.0 / cfg.temperature
-
-    def sample(logprobs: mx.array) -> mx.array:
-        scaled = logprobs * inv_t
-        return filtered(scaled - mx.logsumexp(scaled, axis=-1, keepdims=True))
-
-    return sample
-
-
-def effective_top_k(cfg: SamplingConfig, vocab_size: int) -> int:
-    """top_k for mlx-lm's filter: k >= the vocabulary keeps everything, like 0."""
-    return cfg.top_k if cfg.top_k < vocab_size else 0
+def log_softmax(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def make_presence_penalty(penalty: float, skip: int):

@@ -14,7 +14,7 @@ from typing import Optional
 import mlx.core as mx
 
 from .loading import lazy_weights, load_model
-from .model.decoder import step_context
+from ..model.decoder import step_context
 
 
 def layerwise_logits(path, prompts: list[list[int]], dtype: Optional[str] = None):

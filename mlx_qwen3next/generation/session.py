@@ -27,13 +27,14 @@ from typing import Iterator, Optional
 
 import mlx.core as mx
 
-from .generate import PREFILL_STEP, GenerationResponse, prefill, stream_generate
+from ..cache import Mark, marks_nbytes
+from ..checkpoints.memory import wired_limit
+from .context import context_limit
 from .kv_quant import quantize_kv
-from .long_context import context_limit
-from .memory import wired_limit
+from .prefill import PREFILL_STEP, prefill
 from .prompt import check_max_tokens, check_stop, check_text, encode_text, render_chat
-from .rollback import Mark, mark, marks_nbytes, rewind
 from .sampling import SamplingConfig, default_sampling
+from .stream import GenerationResponse, stream_generate
 
 _SAMPLING = {f.name for f in fields(SamplingConfig)}
 _OTHER = ("max_tokens", "stop", "system")
@@ -212,7 +213,7 @@ class ChatSession:
         top = self._checkpoints[-1] if self._checkpoints else None
         if top is None or (top.n_ids, top.pending) != (len(self._ids), self._pending):
             self._checkpoints.append(
-                _Checkpoint(self._text, len(self._ids), self._pending, mark(self.cache)))
+                _Checkpoint(self._text, len(self._ids), self._pending, self.cache.mark()))
             del self._checkpoints[: -self.max_snapshots]
 
     def _start(self, messages):
@@ -229,7 +230,7 @@ class ChatSession:
                 self._checkpoints.pop()
             if self._checkpoints:
                 cp = self._checkpoints[-1]
-                rewind(self.cache, cp.mark)
+                self.cache.restore(cp.mark)
                 self._ids, self._pending, self._text = self._ids[: cp.n_ids], cp.pending, cp.text
             else:
                 self._reset_cache()
@@ -254,9 +255,10 @@ class ChatSession:
         tokens, texts, finish, first = [], [], None, None
         with wired_limit(self.model):
             try:
-                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size, self.progress)
+                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size,
+                        progress=self.progress)
             except BaseException:
-                rewind(self.cache, start.mark)
+                self.cache.restore(start.mark)
                 undo()
                 raise
             self._ids, self._pending, self._text = self._ids + feed[:-1], feed[-1], target

@@ -1,5 +1,6 @@
-"""Download progress: a stand-in for tqdm that huggingface_hub drives (`tqdm_class`)
-and that draws on one rich Progress (files done, bytes written) on stderr."""
+"""Progress of the byte-sized jobs on checkpoints (downloads, conversions): one rich bar
+(bytes, speed, time left), and for downloads a stand-in for tqdm that huggingface_hub
+drives (`tqdm_class`), drawing files done and bytes written on that bar."""
 
 from __future__ import annotations
 
@@ -15,18 +16,17 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .console import err
 
-
-def download_progress() -> Progress:
+def bytes_progress(console, transient: bool = True) -> Progress:
+    """A bar of bytes done, with speed and time left, drawn on `console`."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err,
-        transient=True,
+        console=console,
+        transient=transient,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from .cache import KVCache
+from ..cache import KVCache
 
 
 def _group_size(head_dim: int, wanted: int) -> int:

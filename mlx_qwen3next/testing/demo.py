@@ -25,7 +25,7 @@ NAME = "qwen3next-tiny-random"
 def build(workdir, recipe: str = "4bit", progress: bool = False, on_progress=None):
     """Write the tiny bf16 checkpoint (as the Hub ships the real one) under `workdir`
     and convert it; returns (source dir, ConvertResult)."""
-    from .quantize import convert
+    from ..quantize import convert
 
     workdir = Path(workdir)
     source = write_checkpoint(workdir / NAME, DEMO_CONFIG, dtype="bfloat16", seed=0)

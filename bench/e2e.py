@@ -140,9 +140,9 @@ def mlxlm_generate_step(r, prompt: int, tokens: int):
 def mtp_decode(ours, prompt: int, tokens: int, draft_tokens: int = 1):
     """Our MTP speculative loop, greedy: tok/s, acceptance, round time."""
     try:
-        from mlx_qwen3next.speculative import MTPStats, speculative_stream
+        from mlx_qwen3next.generation.speculative import MTPStats, speculative_stream
     except ImportError as e:
-        return {"pending": f"mlx_qwen3next.speculative not importable ({e})"}
+        return {"pending": f"mlx_qwen3next.generation.speculative not importable ({e})"}
     ids = prompt_ids(prompt)[0].tolist()
     for _ in speculative_stream(ours.model, ids[:16], ours.make_cache(), max_tokens=4):
         pass  # warm-up
@@ -199,8 +199,7 @@ def run_pair(path: Path, args) -> dict:
                          decode_peak=d.peak, tokens=d.tokens)
         res[name]["prims"], _ = count_primitives(d.r, d.cache, d.tok)
         with d.r.as_on_metal():
-            mx.eval(d.r.step(d.tok, d.cache))  # traced before counting, as above
-            _, res[name]["prims_metal"] = count_primitives(d.r, d.cache, d.tok)
+            res[name]["prims_metal"] = count_primitives(d.r, d.cache, d.tok)[1]
         print(f"  [{name}] decode: {res[name]['decode']:.2f} tok/s", file=sys.stderr)
     del dec
     if not args.no_generate_step:

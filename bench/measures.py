@@ -17,6 +17,8 @@ import mlx.core as mx
 
 from slice import shard_specs
 
+VIEWS = frozenset({"Reshape", "Transpose", "Squeeze", "ExpandDims", "Slice", "Flatten",
+                   "Unflatten", "Broadcast", "Split", "StopGradient", "AsStrided"})
 FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention",
             "gated_delta_update")
 
@@ -36,7 +38,7 @@ class FastOpCounter:
     def __init__(self, compiled: bool = False):
         """`compiled`: the graph is traced by mx.compile, so each op's expansion is
         counted compiled too (its elementwise ops fused, as they are in the graph)."""
-        self.calls, self.expanded, self._sizes = Counter(), 0, {}
+        self.calls, self.expansion, self._kinds = Counter(), Counter(), {}
         self.compiled = compiled
 
     def __enter__(self):
@@ -52,34 +54,51 @@ class FastOpCounter:
     def _wrap(self, name, f):
         def call(*args, **kwargs):
             self.calls[name] += 1
-            self.expanded += self._size(name, f, args, kwargs)
+            self.expansion.update(self._expand(name, f, args, kwargs))
             return f(*args, **kwargs)
         return call
 
-    def _size(self, name, f, args, kwargs):
+    @property
+    def expanded(self) -> int:
+        return sum(self.expansion.values())
+
+    def _expand(self, name, f, args, kwargs) -> Counter:
+        """The primitives, by kind, that one such call builds here."""
         ph = lambda a: mx.zeros(a.shape, a.dtype) if isinstance(a, mx.array) else a
         key = (name, tuple((a.shape, str(a.dtype)) if isinstance(a, mx.array) else repr(a)
                            for a in list(args) + list(kwargs.values())))
-        if key not in self._sizes:
+        if key not in self._kinds:
             a2, k2 = [ph(a) for a in args], {k: ph(v) for k, v in kwargs.items()}
             mx.eval([a for a in a2 + list(k2.values()) if isinstance(a, mx.array)])
             fn = mx.compile(lambda *a: f(*a, **k2)) if self.compiled else lambda *a: f(*a, **k2)
             out = fn(*a2)
-            self._sizes[key] = len(dot_labels(*(out if isinstance(out, list) else [out])))
-        return self._sizes[key]
+            self._kinds[key] = kinds_of(dot_labels(*(out if isinstance(out, list) else [out])))
+        return self._kinds[key]
 
 
-def count_primitives(r, cache, tok) -> tuple[Counter, int]:
+def kinds_of(labels) -> Counter:
+    return Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
+
+
+def count_primitives(r, cache, tok) -> tuple[Counter, Counter]:
     """Primitive nodes in the graph of one decode step (logits and every cache array),
-    by type; and the Metal-equivalent total, with each mx.fast.* call counted as one."""
+    by kind, as built here; and as Metal runs them, each mx.fast.* call one primitive
+    in place of the ops it expands to here. Compiled steps are traced afresh inside
+    the counter, so that their mx.fast calls are seen."""
     with FastOpCounter(compiled=getattr(r, "compiles", False)) as fast:
+        r.retrace()
         logits = r.step(tok, cache)
     outs = [logits] + r.cache_arrays(cache)
-    labels = dot_labels(*outs)
+    kinds = kinds_of(dot_labels(*outs))
     mx.eval(outs)
-    kinds = Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
-    metal = len(labels) - fast.expanded + sum(fast.calls.values())
+    metal = kinds - fast.expansion + Counter({f"fast.{n}": c for n, c in fast.calls.items()})
     return kinds, metal
+
+
+def launches(kinds: Counter) -> int:
+    """Primitives that run a kernel: all but the views, which on Metal change an array's
+    shape or strides without a launch (a copy they force shows up as its own node)."""
+    return sum(c for k, c in kinds.items() if k not in VIEWS)
 
 
 def bandwidth(best: dict | None = None) -> dict:

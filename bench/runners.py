@@ -50,6 +50,9 @@ class Runner:
         """Context in which step() builds the graph Metal would run (for counting it)."""
         return nullcontext()
 
+    def retrace(self):
+        """Forget compiled steps, so that the next step() traces its graph again."""
+
     def free(self):
         self.model = None
         gc.collect()
@@ -90,6 +93,9 @@ class Ours(Runner):
         finally:
             specialise(self.model)
             self.model.reset_compiled()
+
+    def retrace(self):
+        self.model.reset_compiled()
 
     def cache_arrays(self, cache):
         from mlx_qwen3next.cache import KVCache
@@ -136,6 +142,24 @@ class MlxLm(Runner):
 
     def head(self, hidden):
         return self.model.lm_head(hidden)
+
+    @contextmanager
+    def as_on_metal(self):
+        """On Metal, mlx-lm's delta rule is its own kernel, one launch per layer
+        (gated_delta_kernel); here mx.fast.gated_delta_update stands in for it, so
+        the graph counts it as one primitive, as Metal runs it."""
+        from mlx_lm.models import gated_delta
+
+        ops = gated_delta.gated_delta_ops
+
+        def one_kernel(q, k, v, g, beta, state=None, mask=None):
+            return mx.fast.gated_delta_update(q, k, v, g, beta, state, mask)
+
+        gated_delta.gated_delta_ops = one_kernel
+        try:
+            yield
+        finally:
+            gated_delta.gated_delta_ops = ops
 
     def cache_arrays(self, cache):
         from mlx_lm.models.cache import ArraysCache

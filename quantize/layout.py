@@ -26,7 +26,7 @@ class OutTensor:
     sources: list
     op: str  # "copy" | "stack" | "conv" | "norm"
     shape: tuple  # the float (unquantized) output shape
-    dtype: str  # safetensors code of the source, kept for floats and scales
+    dtype: str  # safetensors code of the output: the source's, float32 for the norms
     quant: Optional[QuantSpec] = None
 
     @property
@@ -96,8 +96,8 @@ class OutTensor:
         w = reader.read(self.sources[0], lo, hi)
         if self.op == "conv":
             return mx.swapaxes(w, 1, 2)
-        if self.op == "norm":
-            return (w.astype(mx.float32) + 1.0).astype(w.dtype)
+        if self.op == "norm":  # kept in float32: 1 + w in bf16 would round w away
+            return w.astype(mx.float32) + 1.0
         return w
 
 
@@ -119,7 +119,8 @@ def plan_tensors(tensors: dict[str, TensorInfo]) -> list[OutTensor]:
         if to.op == "conv":
             c, _, k = shape
             shape = (c, k, 1)
-        out.append(OutTensor(to.name, [name], to.op, shape, info.dtype))
+        dtype = "F32" if to.op == "norm" else info.dtype
+        out.append(OutTensor(to.name, [name], to.op, shape, dtype))
     for stacked, by_index in experts.items():
         n = len(by_index)
         where = stacked.replace(".switch_mlp.", ".experts: ").removesuffix(".weight")

@@ -20,6 +20,7 @@ from .shards import LoadError, open_shards
 from ..config import ConfigError, ModelConfig
 from .device import specialise as fit_to_device
 from ..model import Model
+from ..model.norms import is_zero_centred
 from .names import hub_to_mlx
 
 
@@ -58,10 +59,9 @@ def lazy_weights(path: Path, cfg: ModelConfig, dtype: Optional[str] = None,
                  mtp: bool = True) -> dict:
     """Every tensor under the model's names and conventions, not yet read from disk."""
     weights = open_shards(path)
-    if dtype is not None:
-        weights = cast_floats(weights, getattr(mx, dtype))
     if not is_converted(weights):
         weights = from_original(weights, cfg)
+    weights = cast_floats(weights, getattr(mx, dtype) if dtype is not None else None)
     if not mtp:
         weights = {k: v for k, v in weights.items() if not k.startswith("mtp.")}
     return weights
@@ -107,7 +107,7 @@ def from_original(weights: dict, cfg: ModelConfig) -> dict:
         if to.op == "conv":
             w = w.moveaxis(2, 1)
         elif to.op == "norm":
-            w = w + 1.0
+            w = w.astype(mx.float32) + 1.0
         out[to.name] = w
     for stacked, by_index in experts.items():
         missing = sorted(set(range(cfg.num_experts)) - set(by_index))
@@ -152,9 +152,13 @@ def check_weights(model: nn.Module, weights: dict, path: Path):
 
 
 def cast_floats(weights: dict, dtype) -> dict:
+    """Float weights in `dtype`; quantization scales and the zero-centred norms (float32,
+    see model/norms.py) excepted."""
     def cast(name, w):
         if name.endswith((".scales", ".biases")) or not mx.issubdtype(w.dtype, mx.floating):
             return w
-        return w.astype(dtype)
+        if is_zero_centred(name) and w.ndim == 1:
+            return w.astype(mx.float32)
+        return w if dtype is None else w.astype(dtype)
 
     return {k: cast(k, v) for k, v in weights.items()}

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .norms import RMSNorm
 from .rope import PartialRoPE
 
 
@@ -22,8 +23,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * hd, cfg.hidden_size, bias=bias)
-        self.q_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
-        self.k_norm = nn.RMSNorm(hd, eps=cfg.rms_norm_eps)
+        self.q_norm = RMSNorm(hd, eps=cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(hd, eps=cfg.rms_norm_eps)
         self.rope = PartialRoPE(
             cfg.rotary_dim, cfg.rope_theta, cfg.rope_scaling, cfg.max_position_embeddings
         )

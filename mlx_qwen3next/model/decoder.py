@@ -12,6 +12,7 @@ from ..config import ModelConfig
 from .attention import Attention, attention_mask
 from .deltanet import GatedDeltaNet
 from .moe import MLP, SparseMoeBlock
+from .norms import RMSNorm
 
 
 @dataclass
@@ -45,8 +46,8 @@ class DecoderLayer(nn.Module):
             self.linear_attn = GatedDeltaNet(cfg)
         else:
             self.self_attn = Attention(cfg)
-        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         if moe:
             self.mlp = SparseMoeBlock(cfg)
         else:

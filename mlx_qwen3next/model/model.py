@@ -12,6 +12,7 @@ from ..config import ModelConfig
 from . import compiled
 from .decoder import DecoderLayer, step_context
 from .mtp import MTP
+from .norms import RMSNorm
 
 
 class Qwen3NextModel(nn.Module):
@@ -22,7 +23,7 @@ class Qwen3NextModel(nn.Module):
             DecoderLayer(cfg, cfg.is_linear(i), cfg.is_moe(i))
             for i in range(cfg.num_hidden_layers)
         ]
-        self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
 
     def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None,
                  steps: Optional[compiled.CompiledSteps] = None) -> mx.array:

@@ -13,6 +13,7 @@ import mlx.nn as nn
 from ..cache import HybridCache
 from ..config import ModelConfig
 from .decoder import DecoderLayer, StepContext, step_context
+from .norms import RMSNorm
 
 
 class MTP(nn.Module):
@@ -20,9 +21,9 @@ class MTP(nn.Module):
         super().__init__()
         H = cfg.hidden_size
         self.fc = nn.Linear(2 * H, H, bias=False)
-        self.pre_fc_norm_embedding = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
-        self.pre_fc_norm_hidden = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
-        self.norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.pre_fc_norm_embedding = RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.pre_fc_norm_hidden = RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.norm = RMSNorm(H, eps=cfg.rms_norm_eps)
         self.layers = [DecoderLayer(cfg, linear=False, moe=cfg.num_experts > 0)]
 
     def make_cache(self) -> HybridCache:

@@ -2,9 +2,11 @@
 
 The checkpoint's zero-centred norms (input/post-attention layernorms, the final
 norm, q_norm/k_norm and every MTP norm) are applied as x_normed * (1 + w). We
-add the 1 once at load time (as mlx-lm does), so at run time they are plain
-`nn.RMSNorm`s. The DeltaNet output norm is different: plain w, then gated by
-silu(z).
+add the 1 once at load time (as mlx-lm does), in float32, and keep the weight in
+float32: near 1.0, bf16's step is 2^-7, so 1 + w rounded to bf16 loses most of w
+(transformers computes 1 + w.float() too). `RMSNorm` then returns the input's
+dtype, so a float32 weight does not turn bf16 activations into float32. The
+DeltaNet output norm is different: plain w, then gated by silu(z).
 """
 
 import mlx.core as mx
@@ -25,6 +27,18 @@ ZERO_CENTRED_SUFFIXES = (
 
 def is_zero_centred(name: str) -> bool:
     return name.endswith(ZERO_CENTRED_SUFFIXES)
+
+
+class RMSNorm(nn.Module):
+    """rms_norm(x) * weight, in x's dtype whatever the weight's."""
+
+    def __init__(self, dims: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = mx.ones((dims,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x, self.weight, self.eps).astype(x.dtype)
 
 
 class GatedRMSNorm(nn.Module):

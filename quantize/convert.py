@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,13 +40,21 @@ class ConvertResult:
     recipe: str
     seconds: float
     quantization: dict
+    kept_float: list = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
-            f"{self.path}: {format_size(self.size_bytes)}, "
-            f"{self.bits_per_weight:.2f} bits per weight (recipe {self.recipe}), "
-            f"{self.seconds:.1f} s"
-        )
+        text = (f"{self.path}: {format_size(self.size_bytes)}, "
+                f"{self.bits_per_weight:.2f} bits per weight (recipe {self.recipe}), "
+                f"{self.seconds:.1f} s")
+        return text + kept_float_note(self.kept_float)
+
+
+def kept_float_note(modules: list) -> str:
+    if not modules:
+        return ""
+    shown = ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3 else "")
+    return (f"; kept in float, as the group size does not divide their input dimension: "
+            f"{shown}")
 
 
 def convert(
@@ -104,6 +112,7 @@ def convert(
         plan.recipe.name,
         time.perf_counter() - start,
         plan.quantization,
+        plan.kept_float,
     )
     bar.say(result.summary())
     return result

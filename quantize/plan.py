@@ -15,6 +15,7 @@ from mlx_qwen3next.config import ConfigError, ModelConfig
 from .errors import ConvertError
 from .layout import OutTensor, plan_tensors
 from .recipe import QuantSpec, Recipe, fit_to_memory, layer_of, make_recipe, parse_size
+from .source import check_tensors, check_tokenizer, source_shards
 from .st_io import Entry, SourceReader
 
 
@@ -25,6 +26,7 @@ class Plan:
     recipe: Recipe
     tensors: list  # OutTensor, in writing order
     reader: SourceReader
+    kept_float: list  # modules the recipe would quantize, kept in float (group size)
 
     @property
     def entries(self) -> list[Entry]:
@@ -87,27 +89,25 @@ def make_plan(
     else:
         rec = make_recipe(recipe, cfg.num_hidden_layers, bits, group_size)
     budget = parse_size(max_memory) if max_memory is not None else None
-    reader = SourceReader(source)
+    reader = SourceReader(source_shards(source))
     tensors = plan_tensors(reader.tensors)
-    _check_group_size(tensors, rec.group_size)
+    check_tensors(source, tensors, reader.tensors, cfg)
+    check_tokenizer(source)
+    unfit = [t for t in tensors if t.quantizable and t.shape[-1] % rec.group_size]
+    if unfit and group_size is not None:
+        t = unfit[0]
+        raise ConvertError(f"group size {group_size} does not divide the input dimension "
+                           f"{t.shape[-1]} of {t.module}")
+    quantized = {t.name for t in tensors if t.quantizable} - {t.name for t in unfit}
     if budget is not None:
         layers = sorted({layer_of(t.module) for t in tensors if ".switch_mlp." in t.name})
-        rec = fit_to_memory(
-            rec, budget, layers, cfg.num_hidden_layers, lambda r: _size_with(tensors, r)
-        )
+        rec = fit_to_memory(rec, budget, layers, cfg.num_hidden_layers,
+                            lambda r: _size_with(tensors, r, quantized))
     for t in tensors:
-        t.quant = rec.spec(t.module) if t.quantizable else None
-    return Plan(source, raw, rec, tensors, reader)
+        t.quant = rec.spec(t.module) if t.name in quantized else None
+    return Plan(source, raw, rec, tensors, reader, [t.module for t in unfit])
 
 
-def _size_with(tensors: list[OutTensor], recipe: Recipe) -> int:
-    return sum(t.nbytes(recipe.spec(t.module) if t.quantizable else None) for t in tensors)
-
-
-def _check_group_size(tensors: list[OutTensor], group_size: int):
-    for t in tensors:
-        if t.quantizable and t.shape[-1] % group_size:
-            raise ConvertError(
-                f"group size {group_size} does not divide the input dimension "
-                f"{t.shape[-1]} of {t.module}"
-            )
+def _size_with(tensors: list[OutTensor], recipe: Recipe, quantized: set) -> int:
+    return sum(t.nbytes(recipe.spec(t.module) if t.name in quantized else None)
+               for t in tensors)

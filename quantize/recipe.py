@@ -104,7 +104,13 @@ def make_recipe(
         raise ConvertError(
             f"group size must be one of {', '.join(map(str, VALID_GROUP_SIZES))}, not {gs}"
         )
-    base = {"4bit": 4, "8bit": 8, "mixed-3-4": 4}[name] if bits is None else bits
+    if bits is not None and name == "mixed-3-4":
+        raise ConvertError("recipe mixed-3-4 sets its own bits; --bits applies to 4bit only")
+    if bits is not None and name == "8bit" and bits != 8:
+        raise ConvertError(f"recipe 8bit writes 8 bits, not {bits}; use --bits {bits} alone")
+    if bits is not None:
+        name = f"{bits}bit"  # --bits N: every tensor but the gates at N bits, named so
+    base = {"8bit": 8, "mixed-3-4": 4}.get(name, 4) if bits is None else bits
     roles = {"experts": base, "gate": max(base, GATE_BITS), "embed": base, "lm_head": base, "other": base}
     down = {}
     if name == "mixed-3-4" and bits is None:

@@ -83,13 +83,14 @@ def _pread_all(fd: int, n: int, offset: int) -> bytes:
 class SourceReader:
     """Every tensor of a directory of safetensors files, read on demand."""
 
-    def __init__(self, directory: Path):
-        files = sorted(Path(directory).glob("*.safetensors"))
-        if not files:
-            raise ConvertError(f"{directory}: no .safetensors files found")
+    def __init__(self, files: list[Path]):
         self.tensors: dict[str, TensorInfo] = {}
         for f in files:
-            self.tensors.update(read_header(f))
+            for name, info in read_header(f).items():
+                if name in self.tensors:
+                    raise ConvertError(f"{f}: tensor {name} also appears in "
+                                       f"{self.tensors[name].file.name}")
+                self.tensors[name] = info
         self._fds: dict[Path, int] = {}
 
     def _fd(self, path: Path) -> int:

@@ -53,7 +53,7 @@ def test_no_safetensors(src, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_bytes((src / "config.json").read_bytes())
-    fails("no .safetensors files", empty, tmp_path / "out")
+    fails("no .safetensors", empty, tmp_path / "out")
     fails("not a directory", tmp_path / "missing", tmp_path / "out")
     nothing_left(tmp_path / "out")
 

@@ -143,3 +143,9 @@ def test_checkpoint_without_mtp_loads_without_head(make_checkpoint):
     model = load_model(make_checkpoint("nomtp", mtp=False))
     assert not model.has_mtp
     assert not load_model(make_checkpoint(), mtp=False).has_mtp
+
+
+def test_integer_tensor_where_a_float_belongs(broken):
+    name = "model.layers.0.linear_attn.in_proj_ba.weight"
+    rewrite_shard(broken, name, lambda t: t.update({name: t[name].astype(mx.int32)}))
+    expect_error(broken, name, "int32, expected a float")

@@ -149,6 +149,9 @@ def check_weights(model: nn.Module, weights: dict, path: Path):
                 f"{path}: tensor {name} has shape {tuple(weights[name].shape)}, "
                 f"expected {tuple(expected[name].shape)}"
             )
+        floats = mx.issubdtype(expected[name].dtype, mx.floating)
+        if floats and not mx.issubdtype(weights[name].dtype, mx.floating):
+            raise LoadError(f"{path}: tensor {name} is {weights[name].dtype}, expected a float")
 
 
 def cast_floats(weights: dict, dtype) -> dict:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ..config import ModelConfig
 from ..model.norms import is_zero_centred
 
 EXPERT = re.compile(r"^(.+\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
@@ -37,3 +38,13 @@ def hub_to_mlx(name: str, shape: tuple) -> Mapped:
     if is_zero_centred(name) and len(shape) == 1:
         return Mapped(name, "norm")
     return Mapped(name, "copy")
+
+
+def model_tensors(cfg: ModelConfig, mtp: bool) -> dict[str, tuple]:
+    """Every tensor the (float) model needs, by name, with its shape. Nothing is
+    allocated: the parameters stay unevaluated."""
+    from mlx.utils import tree_flatten
+
+    from ..model import Model
+
+    return {k: tuple(v.shape) for k, v in tree_flatten(Model(cfg, mtp=mtp).parameters())}

@@ -7,6 +7,7 @@ full_attention_interval) and the transformers-v5 style (rope_parameters, layer_t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -52,6 +53,7 @@ class ModelConfig:
     quantization: Optional[dict] = None
 
     def __post_init__(self):
+        check_fields(self)
         if not self.layer_types:
             self.layer_types = full_attention_pattern(self.num_hidden_layers, 4)
         if len(self.layer_types) != self.num_hidden_layers:
@@ -68,6 +70,7 @@ class ModelConfig:
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError("num_attention_heads must be a multiple of num_key_value_heads")
+        check_relations(self)
 
     # -- derived sizes ------------------------------------------------------
     def is_linear(self, layer: int) -> bool:
@@ -116,9 +119,11 @@ class ModelConfig:
                 raw.setdefault("rope_scaling", scaling)
         if not raw.get("layer_types"):
             n = raw.get("num_hidden_layers", cls.num_hidden_layers)
-            raw["layer_types"] = full_attention_pattern(
-                n, raw.get("full_attention_interval", 4)
-            )
+            interval = raw.get("full_attention_interval", 4)
+            for name, value in (("num_hidden_layers", n), ("full_attention_interval", interval)):
+                if not _is_int(value) or value < 1:
+                    raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            raw["layer_types"] = full_attention_pattern(n, interval)
         raw["mlp_only_layers"] = raw.get("mlp_only_layers") or []
         raw.setdefault("quantization", raw.get("quantization_config"))
         known = {f.name for f in fields(cls)}
@@ -141,6 +146,65 @@ class ModelConfig:
             raise ConfigError(f"{path}: {e}") from None
         except TypeError as e:
             raise ConfigError(f"{path}: bad config value ({e})") from None
+
+
+POSITIVE_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "num_key_value_heads", "head_dim",
+                 "max_position_embeddings", "linear_conv_kernel_dim", "linear_key_head_dim",
+                 "linear_value_head_dim", "linear_num_key_heads", "linear_num_value_heads",
+                 "decoder_sparse_step", "moe_intermediate_size",
+                 "shared_expert_intermediate_size")
+COUNTS = ("num_experts", "num_experts_per_tok", "num_nextn_predict_layers")
+POSITIVE_FLOATS = ("rms_norm_eps", "rope_theta", "partial_rotary_factor")
+BOOLS = ("tie_word_embeddings", "attention_bias", "norm_topk_prob")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_fields(cfg: "ModelConfig"):
+    """Each field's type and range; ConfigError naming the field."""
+    for name in POSITIVE_INTS + COUNTS:
+        v = getattr(cfg, name)
+        low = 1 if name in POSITIVE_INTS else 0
+        if not _is_int(v) or v < low:
+            kind = "a positive" if low else "a non-negative"
+            raise ConfigError(f"{name} must be {kind} integer, got {v!r}")
+    for name in POSITIVE_FLOATS:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+    for name in BOOLS:
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    for name in ("layer_types", "mlp_only_layers"):
+        if not isinstance(getattr(cfg, name), list):
+            raise ConfigError(f"{name} must be a list, got {getattr(cfg, name)!r}")
+    if not all(_is_int(i) and 0 <= i < cfg.num_hidden_layers for i in cfg.mlp_only_layers):
+        raise ConfigError(f"mlp_only_layers must list layer numbers below num_hidden_layers "
+                          f"({cfg.num_hidden_layers}), got {cfg.mlp_only_layers!r}")
+    for name in ("rope_scaling", "quantization"):
+        v = getattr(cfg, name)
+        if v is not None and not isinstance(v, dict):
+            raise ConfigError(f"{name} must be an object, got {v!r}")
+    for i in [cfg.bos_token_id] + cfg.eos_token_ids:
+        if i is not None and (not _is_int(i) or not 0 <= i < cfg.vocab_size):
+            raise ConfigError(f"token ids must be integers below vocab_size "
+                              f"({cfg.vocab_size}), got {i!r}")
+
+
+def check_relations(cfg: "ModelConfig"):
+    """Rules across fields; ConfigError naming them."""
+    if cfg.num_experts and not 1 <= cfg.num_experts_per_tok <= cfg.num_experts:
+        raise ConfigError(f"num_experts_per_tok ({cfg.num_experts_per_tok}) must be between "
+                          f"1 and num_experts ({cfg.num_experts})")
+    if cfg.partial_rotary_factor > 1:
+        raise ConfigError(f"partial_rotary_factor must be <= 1, got {cfg.partial_rotary_factor}")
+    if cfg.rotary_dim < 2 or cfg.rotary_dim % 2:
+        raise ConfigError(f"head_dim * partial_rotary_factor ({cfg.rotary_dim}) must be an "
+                          f"even number >= 2")
 
 
 def full_attention_pattern(num_layers: int, interval: int) -> list[str]:

@@ -17,7 +17,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .shards import LoadError, open_shards
-from ..config import ConfigError, ModelConfig
+from ..config import ModelConfig
 from .device import specialise as fit_to_device
 from ..model import Model
 from ..model.norms import is_zero_centred
@@ -49,10 +49,7 @@ def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool =
 def read_config(path: Path) -> ModelConfig:
     if not path.is_dir():
         raise LoadError(f"{path}: not a directory")
-    try:
-        return ModelConfig.from_file(path)
-    except ConfigError as e:
-        raise LoadError(str(e)) from None
+    return ModelConfig.from_file(path)  # a ConfigError names config.json and the field
 
 
 def lazy_weights(path: Path, cfg: ModelConfig, dtype: Optional[str] = None,

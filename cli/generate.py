@@ -30,6 +30,8 @@ def generate(
     """
     from mlx_qwen3next.generation import stream_generate
 
+    if prompt is not None and not prompt.strip():
+        raise ValueError("the prompt given with -p is empty")
     text = prompt if prompt is not None else _stdin()
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     system = [{"role": "system", "content": opts.system}] if opts.system else []
@@ -38,19 +40,31 @@ def generate(
     stream = stream_generate(
         mdl, tokenizer, text if raw else messages, max_tokens=opts.max_tokens or 512,
         mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
-    for last in stream:
-        pieces.append(last.text)
-        drafted += last.from_draft
-        if not as_json and last.text:
-            sys.stdout.write(last.text)
-            sys.stdout.flush()
-    if as_json:
-        print(json.dumps(_record(path, "".join(pieces), last, drafted), ensure_ascii=False))
-    else:
-        sys.stdout.write("\n")
+    try:
+        for last in stream:
+            pieces.append(last.text)
+            drafted += last.from_draft
+            if not as_json and last.text:
+                sys.stdout.write(last.text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:  # what came so far is still printed, then exit 130
+        _finish(as_json, path, pieces, last, drafted, "interrupted")
+        raise
+    _finish(as_json, path, pieces, last, drafted)
     if verbose and last is not None:
         note(stats_line(last.prompt_tokens, last.prompt_time, last.generation_tokens,
                         last.generation_tps, from_drafts=drafted, draft_tokens=opts.draft_tokens))
+
+
+def _finish(as_json, path, pieces, last, drafted, reason=None):
+    if as_json:
+        record = _record(path, "".join(pieces), last, drafted)
+        if reason:
+            record["finish_reason"] = reason
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def _stdin() -> str:

@@ -23,6 +23,11 @@ def models():
                          no_wrap=col != "path", overflow="fold")
     for m in found:
         kind = "converted" if m.source == "converted" else "downloaded"
+        if m.problem:
+            kind = "broken"
         table.add_row(*(Text(c) for c in (m.name, kind, m.quantization, size(m.size_bytes), str(m.path))))
     out.print(table)
+    for m in found:
+        if m.problem:
+            note(f"{m.name} cannot be loaded: {m.problem}")
     note(f"models folder: {hub.models_dir()} (set QWEN3NEXT_HOME to move it)")

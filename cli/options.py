@@ -38,6 +38,14 @@ class GenerationOptions:
         names = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "seed")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
+    def check(self):
+        """Bad values fail here, before the model loads (ValueError, one line)."""
+        from mlx_qwen3next.checkpoints.loading import check_dtype
+        from mlx_qwen3next.generation.sampling import CARD_DEFAULTS, SamplingConfig
+
+        SamplingConfig(**{**CARD_DEFAULTS, **self.sampling()})
+        check_dtype(self.dtype)
+
 
 _SHARED = {
     "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt.")),
@@ -55,7 +63,7 @@ _SHARED = {
         "Speculative decoding with the MTP head (default: on when the model has one)."))),
     "draft_tokens": (int, typer.Option(1, "--draft-tokens", min=1, max=4,
                                        help="Tokens the MTP head drafts per step.")),
-    "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights, e.g. float32.")),
+    "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32.")),
 }
 
 
@@ -69,6 +77,7 @@ def generation_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         opts = GenerationOptions(**{name: kwargs.pop(name) for name in _SHARED})
+        opts.check()
         return command(**kwargs, opts=opts)
 
     wrapper.__signature__ = sig.replace(parameters=own + shared)

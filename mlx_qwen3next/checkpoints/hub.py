@@ -149,6 +149,7 @@ class LocalModel:
     size_bytes: int
     quantization: str  # "4-bit g64", "bf16", ...
     modified: float
+    problem: Optional[str] = None  # why it cannot load (then it is listed, never picked)
 
 
 def list_models() -> list[LocalModel]:
@@ -158,7 +159,7 @@ def list_models() -> list[LocalModel]:
     if folder.is_dir():
         for d in folder.iterdir():
             if not d.name.startswith(".") and (d / "config.json").is_file():
-                found.append(_entry(d.name, d, "converted"))
+                found.append(_entry(d.name, d, "converted", any_type=True))
         found.sort(key=lambda m: -m.modified)
     found += _hub_cached()
     return [m for m in found if m is not None]
@@ -189,12 +190,31 @@ def is_qwen3_next(path: Path) -> bool:
         return False
 
 
-def _entry(name: str, path: Path, source: str) -> Optional[LocalModel]:
-    if not is_qwen3_next(path):
+def _entry(name: str, path: Path, source: str, any_type: bool = False) -> Optional[LocalModel]:
+    """The listing of one folder; with `any_type`, folders that are not Qwen3-Next
+    models are listed as broken instead of left out."""
+    if not any_type and not is_qwen3_next(path):
         return None
-    cfg = json.loads((path / "config.json").read_text())
-    return LocalModel(name, path, source, dir_size(path), describe_quantization(cfg),
-                      (path / "config.json").stat().st_mtime)
+    problem = checkpoint_problem(path)
+    try:
+        label = describe_quantization(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        label = "?"
+    return LocalModel(name, path, source, dir_size(path), label,
+                      (path / "config.json").stat().st_mtime, problem)
+
+
+def checkpoint_problem(path: Path) -> Optional[str]:
+    """Why the checkpoint at `path` cannot load, from its config and file list alone."""
+    from ..config import ConfigError, ModelConfig
+    from .shards import LoadError, shard_files
+
+    try:
+        ModelConfig.from_file(path)
+        shard_files(path)
+    except (ConfigError, LoadError) as e:
+        return str(e).replace(f"{path}/", "").replace(f"{path}: ", "")
+    return None
 
 
 def describe_quantization(cfg: dict) -> str:
@@ -222,7 +242,7 @@ def dir_size(path: Path) -> int:
 def default_model() -> Optional[LocalModel]:
     """The model `chat` and `generate` use when none is named: the newest converted
     one, else the default repo if cached, else any cached Qwen3-Next."""
-    models = list_models()
+    models = [m for m in list_models() if m.problem is None]
     converted = [m for m in models if m.source == "converted"]
     if converted:
         return converted[0]

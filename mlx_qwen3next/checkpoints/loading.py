@@ -8,7 +8,6 @@ quantized: their modules are rebuilt from config.json's quantization block.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from . import hub
 from .shards import LoadError, open_shards
+from .tokenizer import load_tokenizer
 from ..config import ModelConfig
 from .device import specialise as fit_to_device
 from ..model import Model
@@ -32,7 +33,8 @@ def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool =
     `specialise` (the default), the model is fitted to the device (device.py);
     leave it off to train or to run the plain modules.
     """
-    path = Path(path)
+    check_dtype(dtype)
+    path = find(path)
     cfg = read_config(path)
     weights = lazy_weights(path, cfg, dtype, mtp)
     model = Model(cfg, mtp=any(k.startswith("mtp.") for k in weights))
@@ -65,26 +67,25 @@ def lazy_weights(path: Path, cfg: ModelConfig, dtype: Optional[str] = None,
 
 
 def load(path, dtype: Optional[str] = None, mtp: bool = True):
-    """(model, tokenizer): the tokenizer is mlx-lm's TokenizerWrapper."""
+    """(model, tokenizer) from a folder, a name in the models folder or a downloaded Hub
+    repo id, as the CLI takes them; the tokenizer is mlx-lm's TokenizerWrapper."""
+    path = find(path)
     model = load_model(path, dtype=dtype, mtp=mtp)
     return model, load_tokenizer(path, model.config)
 
 
-def load_tokenizer(path, cfg: ModelConfig):
-    from mlx_lm.utils import load_tokenizer as _load
-
-    eos = set(cfg.eos_token_ids) | set(generation_eos_ids(Path(path)))
-    return _load(Path(path), eos_token_ids=sorted(eos) or None)
+DTYPES = ("bfloat16", "float16", "float32")
 
 
-def generation_eos_ids(path: Path) -> list[int]:
-    gen = path / "generation_config.json"
-    if not gen.is_file():
-        return []
-    eos = json.loads(gen.read_text()).get("eos_token_id")
-    if eos is None:
-        return []
-    return list(eos) if isinstance(eos, list) else [eos]
+def check_dtype(dtype):
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+
+
+def find(name) -> Path:
+    """The folder `name` stands for: itself if it exists, else what hub.resolve finds."""
+    path = Path(name).expanduser()
+    return path if path.exists() else hub.resolve(str(name))
 
 
 def is_converted(weights: dict) -> bool:

@@ -26,18 +26,42 @@ def decode_bytes(data: bytes, what: str = "prompt") -> str:
         raise ValueError(f"{what} is not valid UTF-8 (bad byte at position {e.start})") from None
 
 
-def render_chat(tokenizer, messages: Sequence[dict], tools=None,
-                add_generation_prompt: bool = True) -> str:
-    """The chat template's text for `messages` (ChatML for Qwen3-Next)."""
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_messages(messages) -> list[dict]:
+    """Chat messages: dicts with a known role and text content (an assistant message
+    may carry tool_calls instead)."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m:
             raise ValueError(f"message {i} must be a dict with 'role' and 'content'")
-        if isinstance(m.get("content"), str):
-            check_text(m["content"], f"message {i}")
+        if m["role"] not in ROLES:
+            raise ValueError(f"message {i} has role {m['role']!r} (expected one of "
+                             f"{', '.join(ROLES)})")
+        content = m.get("content")
+        if content is None and not (m["role"] == "assistant" and m.get("tool_calls")):
+            raise ValueError(f"message {i} has no content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be text, got {type(content).__name__}")
+        if content is not None:
+            check_text(content, f"message {i}")
+    return list(messages)
+
+
+def render_chat(tokenizer, messages: Sequence[dict], tools=None,
+                add_generation_prompt: bool = True) -> str:
+    """The chat template's text for `messages` (ChatML for Qwen3-Next)."""
     kwargs = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            check_messages(messages), tokenize=False,
+            add_generation_prompt=add_generation_prompt, **kwargs)
+    except ValueError:
+        raise
+    except Exception as e:  # jinja's errors, and what a template raises itself
+        raise ValueError(f"the chat template failed on these messages ({e})") from None
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
@@ -84,6 +108,8 @@ def check_ids(ids: list, vocab_size: int) -> list[int]:
 def check_stop(stop) -> list[str]:
     if stop is None:
         return []
+    if not isinstance(stop, (str, list, tuple)):
+        raise ValueError(f"stop must be text or a list of texts, got {stop!r}")
     stops = [stop] if isinstance(stop, str) else list(stop)
     for s in stops:
         if not isinstance(s, str) or not s:

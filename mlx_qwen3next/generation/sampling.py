@@ -16,7 +16,6 @@ end-of-turn token and would push the model away from stopping), and validation.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -112,8 +111,8 @@ def validate(cfg: SamplingConfig) -> None:
     if _number("repetition_context_size", cfg.repetition_context_size, integer=True) < 1:
         raise ValueError(f"repetition_context_size must be >= 1, "
                          f"got {cfg.repetition_context_size}")
-    if cfg.seed is not None and _number("seed", cfg.seed, integer=True) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed}")
+    if cfg.seed is not None and not 0 <= _number("seed", cfg.seed, integer=True) < 2**64:
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {cfg.seed}")
 
 
 def log_softmax(logits: mx.array) -> mx.array:
@@ -153,17 +152,17 @@ def make_processors(cfg: SamplingConfig, prompt_len: int) -> list:
 
 def generation_defaults(path) -> dict:
     """Sampling defaults from a checkpoint's generation_config.json (empty if none)."""
-    file = Path(path) / "generation_config.json"
-    if not file.is_file():
-        return {}
-    try:
-        gen = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    from ..checkpoints.tokenizer import generation_config
+
+    gen = generation_config(Path(path))
     out = {k: gen[k] for k in ("temperature", "top_p", "top_k", "min_p",
                                "repetition_penalty", "presence_penalty") if k in gen}
     if gen.get("do_sample") is False:
         out["temperature"] = 0.0
+    try:
+        SamplingConfig(**{**CARD_DEFAULTS, **out})
+    except ValueError as e:
+        raise ValueError(f"{Path(path) / 'generation_config.json'}: {e}") from None
     return out
 
 

@@ -34,7 +34,7 @@ from .kv_quant import quantize_kv
 from .prefill import PREFILL_STEP, prefill
 from .prompt import check_max_tokens, check_stop, check_text, encode_text, render_chat
 from .sampling import SamplingConfig, default_sampling
-from .stream import GenerationResponse, stream_generate
+from .stream import GenerationResponse, exact_detokenizer, stream_generate
 
 _SAMPLING = {f.name for f in fields(SamplingConfig)}
 _OTHER = ("max_tokens", "stop", "system")
@@ -290,7 +290,7 @@ class ChatSession:
         self._ids = self._ids + [self._pending] + tokens[:-1]
         self._pending = tokens[-1]
         eos = set(self.tokenizer.eos_token_ids)
-        detok = self.tokenizer.detokenizer
+        detok = exact_detokenizer(self.tokenizer)
         for t in tokens:
             if t not in eos:
                 detok.add_token(t)

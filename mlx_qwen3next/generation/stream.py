@@ -81,11 +81,24 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
         quantize_kv(cache, kv_bits)
     tokens = functools.partial(loop, ids, cache, make_processors(cfg, len(ids)), budget,
                                prefill_step_size, progress)
-    return _stream(model, tokenizer, tokens, len(ids), stops, budget, cfg.seed)
+    detok = exact_detokenizer(tokenizer) if not is_chat(prompt) else tokenizer.detokenizer
+    return _stream(model, tokenizer, detok, tokens, len(ids), stops, budget, cfg.seed)
 
 
-def _stream(model, tokenizer, make_tokens, n_prompt, stops, budget, seed):
+def is_chat(prompt) -> bool:
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], dict)
+
+
+def exact_detokenizer(tokenizer):
+    """A streaming detokenizer that keeps the text exactly: mlx-lm's BPE one drops the
+    leading space of the first token, which a raw completion must keep."""
     detok = tokenizer.detokenizer
+    if hasattr(detok, "_maybe_trim_space"):
+        detok._maybe_trim_space = lambda text: text
+    return detok
+
+
+def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed):
     eos = set(tokenizer.eos_token_ids)
     holdback = max((len(s) for s in stops), default=1) - 1
     unreleased = ""

@@ -139,7 +139,7 @@ def test_same_seed_same_draws():
     (dict(min_p=1.5), "min_p must be in [0, 1]"),
     (dict(presence_penalty=3), "presence_penalty must be in [-2, 2]"),
     (dict(repetition_penalty=0), "repetition_penalty must be > 0"),
-    (dict(seed=-1), "seed must be a non-negative integer"),
+    (dict(seed=-1), "seed must be an integer from 0 to 2**64 - 1"),
     (dict(temperature="hot"), "temperature must be a number"),
     (dict(colour=1), "unknown sampling setting 'colour'"),
 ])

@@ -221,3 +221,69 @@ def test_save_and_load_round_trip(tiny, tmp_path):
     with pytest.raises(ValueError, match="not a saved chat"):
         t.load(tmp_path / "bad.json")
     assert len(t.messages) == 7
+
+
+def test_save_replaces_the_file_whole_or_not_at_all(tiny, tmp_path, monkeypatch):
+    s = session(tiny)
+    reply(s, "Hello!")
+    path = tmp_path / "chat.json"
+    s.save(path)
+    before = path.read_text()
+    reply(s, "More")
+    real_write = type(path).write_text
+
+    def full_disk(self, text, *a, **k):  # the disk fills up half way through the write
+        real_write(self, text[: len(text) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(path), "write_text", full_disk)
+    with pytest.raises(ValueError, match="No space left on device.*previous save there is "
+                                         "unchanged"):
+        s.save(path)
+    monkeypatch.undo()
+    assert path.read_text() == before and json.loads(before)["messages"]
+    assert [p.name for p in tmp_path.iterdir()] == ["chat.json"]  # no temporary left
+    assert len(s.messages) == 5 and reply(s, "Again")  # the session goes on
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(format="other"), "format is not"),
+    (lambda d: d["messages"].append({"role": "wizard", "content": "x"}), "role 'wizard'"),
+    (lambda d: d["messages"].append({"role": "user", "content": 3}), "content must be text"),
+    (lambda d: d["settings"].update(temperature=-1), "temperature must be >= 0"),
+    (lambda d: d["settings"].update(colour="blue"), "unknown setting 'colour'"),
+    (lambda d: d.update(tools="get_weather"), "tools must be a list"),
+])
+def test_a_bad_file_leaves_the_conversation_as_it_was(tiny, tmp_path, change, words):
+    s = session(tiny)
+    reply(s, "Hello!")
+    path = tmp_path / "chat.json"
+    s.save(path)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    state = (s.messages, s.settings, s.tokens)
+    with pytest.raises(ValueError, match=words):
+        s.load(path)
+    assert (s.messages, s.settings, s.tokens) == state
+    clean = session(tiny)
+    reply(clean, "Hello!")
+    assert reply(s, "More") == reply(clean, "More")
+
+
+def test_stats_follow_undo_and_load(tiny, tmp_path):
+    model, tok = tiny
+    s = session(tiny)
+    reply(s, "Hello!")
+    one_turn = s.stats.context_used
+    reply(s, "And again, at more length this time")
+    assert s.stats.context_used > one_turn
+    s.undo()
+    rendered = tok.apply_chat_template(s.messages, tokenize=False)
+    assert s.stats.context_used == len(tok.encode(rendered, add_special_tokens=False))
+    assert s.stats.generation_tokens == 0  # the undone turn's figures are gone
+    path = tmp_path / "chat.json"
+    s.save(path)
+    t = session(tiny)
+    t.load(path)
+    assert t.stats.context_used == len(tok.encode(rendered, add_special_tokens=False))

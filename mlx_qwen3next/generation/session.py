@@ -19,6 +19,7 @@ The session stays usable either way.
 from __future__ import annotations
 
 import json
+import os
 import time
 import weakref
 from dataclasses import asdict, dataclass, fields
@@ -32,12 +33,33 @@ from ..checkpoints.memory import wired_limit
 from .context import context_limit
 from .kv_quant import quantize_kv
 from .prefill import PREFILL_STEP, prefill
-from .prompt import check_max_tokens, check_stop, check_text, encode_text, render_chat
+from .prompt import (
+    check_max_tokens, check_messages, check_stop, check_text, encode_text, render_chat,
+)
 from .sampling import SamplingConfig, default_sampling
 from .stream import GenerationResponse, exact_detokenizer, stream_generate
 
 _SAMPLING = {f.name for f in fields(SamplingConfig)}
 _OTHER = ("max_tokens", "stop", "system")
+FORMAT = "mlx-qwen3next-chat"
+
+
+def _check_saved(data) -> tuple[list, Optional[list], dict]:
+    """(messages, tools, settings) of a saved chat, each checked; ValueError if not."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"format is not {FORMAT!r}")
+    messages = check_messages(data.get("messages"))
+    tools = data.get("tools")
+    if tools is not None and not (isinstance(tools, list)
+                                  and all(isinstance(t, dict) for t in tools)):
+        raise ValueError("tools must be a list of tool definitions")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise ValueError("settings must be an object")
+    unknown = set(settings) - _SAMPLING - set(_OTHER)
+    if unknown:
+        raise ValueError(f"unknown setting {sorted(unknown)[0]!r}")
+    return messages, tools, settings
 
 
 @dataclass
@@ -154,6 +176,7 @@ class ChatSession:
             raise ValueError("nothing to undo")
         text = self._messages[users[-1]]["content"]
         del self._messages[users[-1]:]
+        self._last = SessionStats()  # the figures of a turn that is gone
         return text
 
     def clear(self) -> None:
@@ -165,35 +188,60 @@ class ChatSession:
 
     # -- persistence ------------------------------------------------------------
     def save(self, path) -> None:
-        data = {"format": "mlx-qwen3next-chat", "version": 1, "messages": self._messages,
+        """Write the conversation as JSON: to a temporary file beside `path`, then renamed
+        over it, so a failed write (a full disk) leaves the previous save whole."""
+        data = {"format": FORMAT, "version": 1, "messages": self._messages,
                 "tools": self.tools, "settings": {k: v for k, v in self.settings.items()
                                                   if k != "system"}}
-        Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"{path}: cannot save the chat ({e.strerror or e}); "
+                             "a previous save there is unchanged") from None
 
     def load(self, path) -> None:
-        """Replace the conversation and settings with a saved one (the next turn prefills it)."""
+        """Replace the conversation and settings with a saved one (the next turn prefills
+        it). The whole file is checked first: a bad one changes nothing."""
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read chat ({e})") from None
-        messages = data.get("messages") if isinstance(data, dict) else None
-        if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str)
-                and isinstance(m.get("content"), str) for m in messages):
-            raise ValueError(f"{path}: not a saved chat (needs a list of messages)")
+        try:
+            messages, tools, changes = _check_saved(data)
+            sampling = self.sampling.update(**{k: v for k, v in changes.items()
+                                               if k in _SAMPLING})
+            max_tokens = check_max_tokens(changes.get("max_tokens", self.max_tokens))
+            stop = check_stop(changes.get("stop", self.stop))
+        except ValueError as e:
+            raise ValueError(f"{path}: not a saved chat ({e})") from None
         self.clear()
-        for key, value in (data.get("settings") or {}).items():
-            self.set(key, value)
+        self.sampling, self.max_tokens, self.stop = sampling, max_tokens, stop
+        if sampling.seed is not None:
+            mx.random.seed(sampling.seed)
         self._messages = [dict(m) for m in messages]
-        self.tools = data.get("tools")
+        self.tools = tools
 
     # -- stats ------------------------------------------------------------------
     @property
     def stats(self) -> SessionStats:
-        return SessionStats(**{**asdict(self._last), "context_used": len(self.tokens),
+        return SessionStats(**{**asdict(self._last), "context_used": self.context_used,
                                "max_context": self.max_context,
                                "cache_bytes": self.cache.nbytes,
                                "snapshot_bytes": marks_nbytes(c.mark for c in self._checkpoints)})
+
+    @property
+    def context_used(self) -> int:
+        """Tokens the conversation takes in the context: what the cache holds while it
+        follows the messages; after an undo or a load, what the next turn will hold."""
+        text = render_chat(self.tokenizer, self._messages, self.tools,
+                           add_generation_prompt=False) if self._messages else ""
+        if self._text and text.startswith(self._text):
+            return len(self.tokens)
+        return len(encode_text(self.tokenizer, text))
 
     # -- internals --------------------------------------------------------------
     def _reset_cache(self):

@@ -2,9 +2,11 @@
 
 Ctrl-C while a reply streams only raises a flag (a SIGINT handler), the loop stops
 at the next token and closes the stream: the session keeps the conversation, with
-the partial reply (as ChatSession documents). A second Ctrl-C before the stream
-notices is a real KeyboardInterrupt, also caught here. Ctrl-C at the prompt
-clears the line; Ctrl-D or /exit leaves.
+the partial reply (as ChatSession documents). Before the first token (the prefill)
+there is no token to stop at, so Ctrl-C is a KeyboardInterrupt at once, which MLX
+delivers when the current prefill chunk is evaluated; the session drops the turn.
+A second Ctrl-C before the stream notices is one too, also caught here. Ctrl-C at
+the prompt clears the line; Ctrl-D or /exit leaves.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from .stats import stats_line
 
 
 @contextlib.contextmanager
-def sigint_flag():
-    """While inside, the first Ctrl-C sets the yielded Event; the next raises."""
+def sigint_flag(at_once=lambda: False):
+    """While inside, the first Ctrl-C sets the yielded Event; the next raises, and so
+    does the first while `at_once()` holds."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
-        if flag.is_set():
+        if flag.is_set() or at_once():
             raise KeyboardInterrupt
         flag.set()
 
@@ -85,7 +88,7 @@ class ChatRepl:
         out = make_stream(self.console, self.markdown)
         last, drafted, stopped = None, 0, False
         try:
-            with sigint_flag() as interrupted:
+            with sigint_flag(at_once=lambda: last is None) as interrupted:
                 for last in stream:
                     out.feed(last.text)
                     drafted += bool(getattr(last, "from_draft", False))

@@ -21,3 +21,28 @@ def test_generate_in_a_shell_pipe(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["7", "length", "True"]
     assert result.stderr.strip() == ""  # nothing but the JSON went anywhere
+
+
+def test_ctrl_c_during_generate_json_prints_the_partial_result(tmp_path):
+    """A real SIGINT to `generate --json` on a model that never stops: the JSON record
+    still comes, with what was generated and finish_reason "interrupted"."""
+    import json
+    import signal
+    import time
+
+    model = converted(tmp_path, rambling=True)
+    env = isolated_env(tmp_path)
+    for wait in (4, 8, 16):  # the signal must land after loading, while tokens stream
+        child = subprocess.Popen(CLI + ["generate", str(model), "--json", "-m", "1000000",
+                                        "--temp", "0", "-p", "Hello"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        time.sleep(wait)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+        if out.strip():
+            break
+    record = json.loads(out)
+    assert child.returncode == 130 and err.strip() == "qwen3next: error: interrupted"
+    assert record["finish_reason"] == "interrupted"
+    assert record["generation_tokens"] > 0 and record["text"]

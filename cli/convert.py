@@ -18,10 +18,10 @@ def convert(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Where to write (default: the models folder)."),
     recipe: str = typer.Option("4bit", "--recipe", "-r", help="4bit, 8bit or mixed-3-4."),
-    bits: Optional[int] = typer.Option(None, "--bits", help="Bits for every tensor but the gates."),
-    group_size: Optional[int] = typer.Option(None, "--group-size", help="32, 64 or 128."),
+    bits: Optional[int] = typer.Option(None, "--bits", help="Bits for every tensor but the gates (default: the recipe's)."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="32, 64 or 128 (default 64)."),
     max_memory: Optional[str] = typer.Option(
-        None, "--max-memory", help="Fit the converted weights in this much, e.g. 40GB."),
+        None, "--max-memory", help="Fit the converted weights in this much, e.g. 40GB (default: no limit)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     check: bool = typer.Option(False, "--check", help="Compare with the source afterwards (KL, top-1)."),
     download: bool = typer.Option(True, "--download/--no-download", help="Fetch SOURCE if it is a repo not yet here."),

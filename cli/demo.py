@@ -39,16 +39,19 @@ def demo(
     max_tokens: int = typer.Option(40, "--max-tokens", "-m", min=1, help="Tokens per reply."),
     recipe: str = typer.Option("4bit", "--recipe", "-r", help="Conversion recipe."),
 ):
-    """Build, convert and chat with a tiny random Qwen3-Next (no network, no model needed)."""
+    """Build, convert and chat with a tiny random Qwen3-Next (no network, no model needed).
+
+    The converted model stays in the models folder, so `qwen3next chat` can open it after."""
     from mlx_qwen3next import ChatSession, load
-    from mlx_qwen3next.testing.demo import SCRIPT, build
+    from mlx_qwen3next.checkpoints import hub
+    from mlx_qwen3next.testing.demo import NAME, SCRIPT, build
 
     out.print(Panel(Text(BANNER), title="qwen3next demo", border_style="yellow"), soft_wrap=False)
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="qwen3next-demo-"))
     try:
         t0 = time.perf_counter()
         with err.status("building a tiny random checkpoint and converting it ..."):
-            source, result = build(work, recipe)
+            source, result = build(work, hub.models_dir() / f"{NAME}-{recipe}", recipe)
         out.print(Text(f"1. wrote a tiny random checkpoint in the Hub layout: {source} "
                        f"({size(_weights(source))} of bf16 weights)"))
         out.print(Text(f"2. converted it with the real converter: {result.summary()}"))
@@ -58,8 +61,10 @@ def demo(
                        "a scripted chat through the real pipeline (random weights!):"))
         session = ChatSession(model, tokenizer, max_tokens=max_tokens, seed=0)  # card sampling
         ChatRepl(session, ScriptReader(SCRIPT, out), out, out).run()
-        out.print(Text(f"demo done in {time.perf_counter() - t0:.1f} s. Next: "
-                       "`qwen3next convert` the real model, then `qwen3next chat`.", style="bold"))
+        out.print(Text(f"demo done in {time.perf_counter() - t0:.1f} s. The demo model stays in "
+                       f"the models folder: `qwen3next chat {result.path.name}` talks to it. "
+                       "For the real one: `qwen3next convert`, then `qwen3next chat`.",
+                       style="bold"))
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -38,7 +38,7 @@ def fetch_with_progress(repo: str, quiet: bool = False, **kwargs) -> Path:
 
     hf_logging.set_verbosity_error()
 
-    if quiet:
+    if quiet or not err.is_terminal:  # a bar that never drew would still end a line
         return hub.fetch(repo, tqdm_class=tqdm_for(None), **kwargs)
     with bytes_progress(err) as progress:
         return hub.fetch(repo, tqdm_class=tqdm_for(progress), **kwargs)

@@ -17,8 +17,8 @@ from .stats import stats_line
 def generate(
     model: Optional[str] = o.MODEL,
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The prompt (default: stdin)."),
-    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, timings."),
+    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template (default: chat)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, timings (default: plain text)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stats line on stderr."),
     *,
     opts: o.GenerationOptions,

@@ -48,22 +48,22 @@ class GenerationOptions:
 
 
 _SHARED = {
-    "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt.")),
+    "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt (default: none).")),
     "max_tokens": (Optional[int], typer.Option(None, "--max-tokens", "-m", min=1,
-                                               help="Stop a reply after this many tokens.")),
+                                               help="Stop a reply after this many tokens (default 512 in generate, 1024 in chat).")),
     "temperature": (Optional[float], typer.Option(None, "--temperature", "--temp", "-t",
                                                   help="0 is greedy (default 0.7).")),
     "top_p": (Optional[float], typer.Option(None, "--top-p", help="Nucleus sampling (default 0.8).")),
     "top_k": (Optional[int], typer.Option(None, "--top-k", help="Top-k sampling, 0 off (default 20).")),
-    "min_p": (Optional[float], typer.Option(None, "--min-p", help="Min-p sampling, 0 off.")),
+    "min_p": (Optional[float], typer.Option(None, "--min-p", help="Min-p sampling, 0 off (default 0).")),
     "presence_penalty": (Optional[float], typer.Option(None, "--presence-penalty",
-                                                       help="0 to 2 against repeats.")),
-    "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed for sampling.")),
+                                                       help="-2 to 2; above 0 discourages repeats (default 0).")),
+    "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed for sampling, 0 to 2**64 - 1 (default: none).")),
     "mtp": (Optional[bool], typer.Option(None, "--mtp/--no-mtp", help=(
         "Speculative decoding with the MTP head (default: on when the model has one)."))),
     "draft_tokens": (int, typer.Option(1, "--draft-tokens", min=1, max=4,
                                        help="Tokens the MTP head drafts per step.")),
-    "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32.")),
+    "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored).")),
 }
 
 

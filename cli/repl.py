@@ -21,7 +21,8 @@ from rich.text import Text
 
 from . import slash
 from .render import make_stream
-from .stats import stats_line
+from .console import size
+from .stats import plural, stats_line
 
 
 @contextlib.contextmanager
@@ -148,10 +149,11 @@ class ChatRepl:
     def do_stats(self, arg):
         st = self.session.stats
         self.say(f"context {st.context_used:,} of {st.max_context:,} tokens; cache "
-                 f"{st.cache_bytes / 1e6:.1f} MB + snapshots {st.snapshot_bytes / 1e6:.1f} MB; "
-                 f"last turn {st.prompt_tokens} prompt tokens, first token after {st.ttft:.2f} s, "
-                 f"{st.generation_tokens} tokens at {st.generation_tps:.1f} tok/s; "
-                 f"peak memory {st.peak_memory:.2f} GB", style="")
+                 f"{size(st.cache_bytes)} + snapshots {size(st.snapshot_bytes)}; last turn "
+                 f"{plural(st.prompt_tokens, 'prompt token')}, first token after "
+                 f"{st.ttft:.2f} s, {plural(st.generation_tokens, 'token')} at "
+                 f"{st.generation_tps:.1f} tok/s; peak memory {size(st.peak_memory * 1e9)}",
+                 style="")
         settings = ", ".join(f"{k}={v}" for k, v in self.session.settings.items() if k != "system")
         self.say(f"settings: {settings}", style="")
 

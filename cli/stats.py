@@ -12,8 +12,8 @@ def stats_line(prompt_tokens: int, ttft: float, tokens: int, tps: float,
     forward after the first yields one token of its own plus the drafts it accepted,
     so forwards = tokens - from_drafts and drafted = (forwards - 1) * draft_tokens."""
     parts = [
-        f"{prompt_tokens} prompt tokens, first token after {ttft:.2f} s",
-        f"{tokens} tokens at {tps:.1f} tok/s",
+        f"{plural(prompt_tokens, 'prompt token')}, first token after {ttft:.2f} s",
+        f"{plural(tokens, 'token')} at {tps:.1f} tok/s",
     ]
     if context_used is not None and context_max:
         parts.append(f"context {context_used:,} of {context_max:,} "
@@ -26,3 +26,7 @@ def stats_line(prompt_tokens: int, ttft: float, tokens: int, tps: float,
     if stopped:
         parts.append("stopped")
     return " · ".join(parts)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

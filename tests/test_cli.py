@@ -162,9 +162,15 @@ def test_chat_from_plain_stdin(model, tmp_path):
     assert messages[0]["content"] == "Hello there"
 
 
-def test_demo_runs_the_whole_pipeline():
+def test_demo_runs_the_whole_pipeline_and_leaves_its_model():
     result = run("demo", "-m", "6")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "RANDOM WEIGHTS" in out and "converted it with the real converter" in out
     assert out.count("tok/s · context") == 3 and "demo done" in out
+    assert "qwen3next chat qwen3next-tiny-random-4bit" in " ".join(out.split())
+    listing = run("models")
+    assert "qwen3next-tiny-random-4bit" in listing.stdout and "broken" not in listing.stdout
+    chat = run("generate", "qwen3next-tiny-random-4bit", "-p", "Hi", "-m", "3")
+    assert chat.exit_code == 0, chat.output
+    assert run("demo", "-m", "2").exit_code == 0  # a second demo replaces its model

@@ -46,3 +46,12 @@ def test_ctrl_c_during_generate_json_prints_the_partial_result(tmp_path):
     assert child.returncode == 130 and err.strip() == "qwen3next: error: interrupted"
     assert record["finish_reason"] == "interrupted"
     assert record["generation_tokens"] > 0 and record["text"]
+
+
+def test_download_error_is_the_first_line(tmp_path):
+    """No progress bar drawn into a pipe, so no blank line before the error."""
+    env = isolated_env(tmp_path, HF_HUB_OFFLINE="1")
+    result = subprocess.run(CLI + ["download", "Qwen/Some-Model"], env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("qwen3next: error: Qwen/Some-Model is not"), result.stderr

@@ -15,7 +15,7 @@ from cli_support import CLI, converted, isolated_env
 pexpect = pytest.importorskip("pexpect")
 
 PROMPT = ">>>"  # prompt_toolkit draws the trailing space as a cursor move
-STATS = re.compile(r"(\d+) tokens at [\d.]+ tok/s · context [\d,]+ of [\d,]+")
+STATS = re.compile(r"([\d,]+) tokens? at [\d.]+ tok/s · context [\d,]+ of [\d,]+")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def ask(child, text):
     """Send a message; return how many tokens the reply had."""
     child.sendline(text)
     child.expect(STATS)
-    tokens = int(child.match.group(1))
+    tokens = int(child.match.group(1).replace(",", ""))
     child.expect_exact(PROMPT)
     return tokens
 
@@ -126,3 +126,27 @@ def _read_for(child, seconds: float) -> str:
         except pexpect.TIMEOUT:
             pass
     return got
+
+
+def test_demo_then_chat_in_a_terminal(tmp_path):
+    """The README's first steps as written: `qwen3next demo`, then `qwen3next models` and
+    `qwen3next chat <the demo's model>` right after."""
+    env = isolated_env(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color")
+    env.pop("COLUMNS", None)
+    demo = pexpect.spawn(CLI[0], CLI[1:] + ["demo", "-m", "4"], env=env, encoding="utf-8",
+                         dimensions=(40, 200), timeout=180)
+    demo.expect("demo done")
+    demo.expect(r"qwen3next chat (\S+)")
+    name = demo.match.group(1).rstrip("`.")
+    demo.expect(pexpect.EOF)
+    demo.close()
+    assert demo.exitstatus == 0
+    listing = pexpect.run(" ".join(CLI + ["models"]), env=env, encoding="utf-8", timeout=60)
+    assert name in listing
+    child = pexpect.spawn(CLI[0], CLI[1:] + ["chat", name, "-m", "5", "--temp", "0"], env=env,
+                          encoding="utf-8", dimensions=(40, 120), timeout=120)
+    child.expect("ready")
+    child.expect_exact(PROMPT)
+    assert ask(child, "Hello") <= 5
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

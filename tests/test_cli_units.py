@@ -110,6 +110,8 @@ def test_stats_line():
     assert line == ("12 prompt tokens, first token after 0.25 s · 40 tokens at 33.3 tok/s · "
                     "context 100 of 1,000 (10.0%) · MTP acceptance 35%, 1.67 tokens per forward"
                     " · stopped")
+    one = stats_line(1, 0.02, 1, 9.0)
+    assert one == "1 prompt token, first token after 0.02 s · 1 token at 9.0 tok/s"
 
 
 def test_error_lines():

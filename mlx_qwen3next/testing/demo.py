@@ -22,13 +22,16 @@ SCRIPT = (
 NAME = "qwen3next-tiny-random"
 
 
-def build(workdir, recipe: str = "4bit", progress: bool = False, on_progress=None):
-    """Write the tiny bf16 checkpoint (as the Hub ships the real one) under `workdir`
-    and convert it; returns (source dir, ConvertResult)."""
+def build(workdir, target=None, recipe: str = "4bit", progress: bool = False,
+          on_progress=None):
+    """Write the tiny bf16 checkpoint (as the Hub ships the real one) under `workdir` and
+    convert it into `target` (default: beside it, named f"{NAME}-{recipe}"), replacing an
+    earlier demo model there; returns (source dir, ConvertResult)."""
     from ..quantize import convert
 
     workdir = Path(workdir)
     source = write_checkpoint(workdir / NAME, DEMO_CONFIG, dtype="bfloat16", seed=0)
-    result = convert(source, workdir / f"{NAME}-{recipe}", recipe, force=True,
-                     progress=progress, on_progress=on_progress)
+    target = Path(target) if target is not None else workdir / f"{NAME}-{recipe}"
+    result = convert(source, target, recipe, force=True, progress=progress,
+                     on_progress=on_progress)
     return source, result

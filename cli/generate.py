@@ -10,6 +10,7 @@ import typer
 
 from . import options as o
 from .console import note
+from .render import printable
 from .stats import stats_line
 
 
@@ -40,12 +41,13 @@ def generate(
     stream = stream_generate(
         mdl, tokenizer, text if raw else messages, max_tokens=opts.max_tokens or 512,
         mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
+    shown = printable if sys.stdout.isatty() else str  # exact text into pipes and files
     try:
         for last in stream:
             pieces.append(last.text)
             drafted += last.from_draft
             if not as_json and last.text:
-                sys.stdout.write(last.text)
+                sys.stdout.write(shown(last.text))
                 sys.stdout.flush()
     except KeyboardInterrupt:  # what came so far is still printed, then exit 130
         _finish(as_json, path, pieces, last, drafted, "interrupted")

@@ -5,7 +5,9 @@ block (a paragraph ended by a blank line, a closed code fence) is printed once, 
 rich Markdown, into the scrollback; only the unfinished tail stays live, cut to
 what fits on the screen, so nothing is hidden or printed twice however long the
 answer grows. `PlainStream` writes the text as it comes (pipes, --plain).
-Model text never goes through rich markup.
+Model text never goes through rich markup, and on a terminal its control characters
+are shown escaped (`printable`): a model can emit ESC or a backspace, which would
+otherwise move the cursor or change the terminal's state.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from rich.markdown import Markdown
 from rich.text import Text
 
 FENCES = ("```", "~~~")
+# C0 controls but tab and newline, DEL, and the C1 controls
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+             if c not in (0x09, 0x0A)}
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (\\x1b), tab and newline kept."""
+    return text.translate(_CONTROLS)
 
 
 class PlainStream:
@@ -24,6 +34,8 @@ class PlainStream:
 
     def feed(self, text: str):
         if text:
+            if self.console.is_terminal:
+                text = printable(text)
             self.console.file.write(text)
             self.console.file.flush()
             self.ended_with_newline = text.endswith("\n")
@@ -65,7 +77,7 @@ class MarkdownStream:
     def feed(self, text: str):
         if not text:
             return
-        self.pending += text
+        self.pending += printable(text)
         done, self.pending = split_finished(self.pending)
         if done.strip():
             self.live.console.print(Markdown(done))

@@ -12,7 +12,10 @@ the prompt clears the line; Ctrl-D or /exit leaves.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
+import termios
 import threading
 from pathlib import Path
 
@@ -23,6 +26,29 @@ from . import slash
 from .render import make_stream
 from .console import size
 from .stats import plural, stats_line
+
+
+@contextlib.contextmanager
+def keys_not_echoed(stream=None):
+    """While a reply streams, keys typed at a terminal are not echoed into it (the tty
+    would print them inside the reply and break the live redraw). They stay queued, so
+    the next prompt receives them."""
+    stream = stream if stream is not None else sys.stdin
+    try:
+        fd = stream.fileno()
+        if not os.isatty(fd):
+            raise OSError
+        before = termios.tcgetattr(fd)
+    except (OSError, ValueError, AttributeError, termios.error):
+        yield
+        return
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, before)
 
 
 @contextlib.contextmanager
@@ -89,7 +115,7 @@ class ChatRepl:
         out = make_stream(self.console, self.markdown)
         last, drafted, stopped = None, 0, False
         try:
-            with sigint_flag(at_once=lambda: last is None) as interrupted:
+            with keys_not_echoed(), sigint_flag(at_once=lambda: last is None) as interrupted:
                 for last in stream:
                     out.feed(last.text)
                     drafted += bool(getattr(last, "from_draft", False))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 
 import pytest
@@ -150,3 +151,33 @@ def test_demo_then_chat_in_a_terminal(tmp_path):
     assert ask(child, "Hello") <= 5
     child.sendline("/exit")
     child.expect(pexpect.EOF)
+
+
+def test_keys_typed_while_a_reply_streams_are_not_echoed_into_it(model, tmp_path):
+    child = spawn(model, tmp_path, "-m", "300")
+    child.sendline("Tell me a long story")
+    time.sleep(2)  # the reply is streaming now (300 tokens take far longer)
+    child.send("qqqq")
+    child.expect(STATS)
+    assert "qqqq" not in child.before
+    child.expect_exact(PROMPT)
+    child.expect_exact("qqqq")  # kept for the next prompt, as typed
+    child.sendcontrol("u")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_control_characters_are_escaped_on_a_terminal_not_in_json(model, tmp_path):
+    env = isolated_env(tmp_path)
+    args = CLI + ["generate", str(model), "-m", "60", "--temp", "0", "-p", "Hi there"]
+
+    def stdout_on_a_terminal(args) -> str:  # stderr (the loading spinner) left out
+        command = "bash -c " + shlex.quote(shlex.join(args) + " 2>/dev/null")
+        return pexpect.run(command, env=env, encoding="utf-8", timeout=120)
+
+    record = json.loads(stdout_on_a_terminal(args + ["--json"]))
+    controls = [c for c in record["text"] if ord(c) < 32 and c not in "\n\t"]
+    assert controls  # the model emits some: the case that matters
+    shown = stdout_on_a_terminal(args)
+    assert not [c for c in shown if ord(c) < 32 and c not in "\r\n\t"]
+    assert f"\\x{ord(controls[0]):02x}" in shown

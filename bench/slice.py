@@ -38,6 +38,9 @@ REAL_CONFIG = dict(HUB_REAL_CONFIG, torch_dtype="float32")
 def slice_config(layers: int = 4, experts: int = 64, **overrides) -> dict:
     cfg = dict(REAL_CONFIG, num_hidden_layers=layers, num_experts=experts)
     cfg.update(overrides)
+    for key in ("bos_token_id", "eos_token_id"):  # a shrunk vocabulary keeps its ids valid
+        if cfg.get(key) is not None and cfg[key] >= cfg["vocab_size"]:
+            cfg[key] = cfg["vocab_size"] - 1
     return cfg
 
 

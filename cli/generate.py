@@ -79,7 +79,7 @@ def _stdin() -> str:
 
 
 def _record(path, text: str, last, from_drafts: int) -> dict:
-    rec = {"model": str(path), "text": text}
+    rec = {"model": str(path), "text": text, "generation_tokens": 0}
     if last is not None:
         rec.update(
             prompt_tokens=last.prompt_tokens,

@@ -91,6 +91,8 @@ class QuantizedKVCache(KVCache):
             self.qkeys, self.qvalues = list(state[:3]), list(state[3:])
             self.dtype = state[1].dtype  # scales keep the input dtype
             self.offset = self.qkeys[0].shape[2]
+            head_dim = self.qkeys[0].shape[-1] * 32 // self.bits
+            self.group_size = head_dim // self.qkeys[1].shape[-1]
 
 def quantize_kv(cache, bits: int = 8, group_size: int = 64):
     """Swap every attention layer's KVCache in a HybridCache for a QuantizedKVCache,

@@ -15,6 +15,7 @@ from .speculative import speculative_stream
 def token_stream(model, prompt_ids, cache, sampler, logits_processors=(),
                  max_tokens: Optional[int] = None, prefill_step_size: int = PREFILL_STEP,
                  progress: Optional[Callable[[int, int], None]] = None,
+                 on_chunk: Optional[Callable] = None, cuts=(),
                  ) -> Iterator[tuple[int, mx.array]]:
     """Prefill `prompt_ids` into `cache`, then yield (token, logprobs [vocab]) forever or
     `max_tokens` times.
@@ -25,7 +26,8 @@ def token_stream(model, prompt_ids, cache, sampler, logits_processors=(),
     (`gen.close()`, `break` + garbage collection), or an exception (Ctrl-C) hit
     the loop; if nothing was yielded the cache is as it was before the call. To
     continue, feed the last token first. Processors see this call's tokens only:
-    (prompt + reply so far, logits) -> logits, as in mlx-lm.
+    (prompt + reply so far, logits) -> logits, as in mlx-lm. `on_chunk` and `cuts`
+    go to the prefill (prefill.py).
     """
     prompt = mx.array(list(prompt_ids), dtype=mx.int32)
     if prompt.size == 0:
@@ -44,7 +46,8 @@ def token_stream(model, prompt_ids, cache, sampler, logits_processors=(),
         return sampler(logprobs), logprobs[0]
 
     try:
-        prefill(model, cache, prompt[:-1], prefill_step_size, progress=progress, total=prompt.size)
+        prefill(model, cache, prompt[:-1], prefill_step_size, on_chunk, progress, prompt.size,
+                cuts)
         if logits_processors and prompt.size > 1:
             history = prompt[:-1]
         y, logprobs = step(prompt[-1:])
@@ -72,8 +75,9 @@ def token_stream(model, prompt_ids, cache, sampler, logits_processors=(),
 
 def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
                     draft_tokens: int = 1):
-    """`loop(prompt_ids, cache, processors, max_tokens, prefill_step, progress)` -> an
-    iterator of (token, logprobs): plain `token_stream`, or the MTP speculative loop.
+    """`loop(prompt_ids, cache, processors, max_tokens, prefill_step, progress, on_chunk,
+    cuts)` -> an iterator of (token, logprobs): plain `token_stream`, or the MTP
+    speculative loop.
 
     mtp=None: speculative when the model has an MTP head; True: require the head
     (ValueError without it); False: plain.
@@ -82,17 +86,20 @@ def make_token_loop(model, cfg: SamplingConfig, mtp: Optional[bool] = None,
         raise ValueError(f"draft_tokens must be a positive integer, got {draft_tokens!r}")
     sampler = cfg.sampler()
 
-    def plain(ids, cache, procs, max_tokens, step, progress):
-        return token_stream(model, ids, cache, sampler, procs, max_tokens, step, progress)
+    def plain(ids, cache, procs, max_tokens, step, progress, on_chunk=None, cuts=()):
+        return token_stream(model, ids, cache, sampler, procs, max_tokens, step, progress,
+                            on_chunk, cuts)
 
     has_head = bool(getattr(model, "has_mtp", False))
     if mtp and not has_head:
         raise ValueError("this checkpoint has no MTP head (load with mtp=True, or pass mtp=False)")
     if mtp is False or not has_head:
         return plain
-    def speculative(ids, cache, procs, max_tokens, step, progress):
+
+    def speculative(ids, cache, procs, max_tokens, step, progress, on_chunk=None, cuts=()):
         return speculative_stream(model, ids, cache, draft_tokens=draft_tokens, sampling=cfg,
                                   logits_processors=procs, max_tokens=max_tokens,
-                                  prefill_step=step, progress=progress)
+                                  prefill_step=step, progress=progress, on_chunk=on_chunk,
+                                  cuts=cuts)
 
     return speculative

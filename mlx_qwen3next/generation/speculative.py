@@ -68,6 +68,8 @@ def speculative_stream(
     mtp_cache: Optional[HybridCache] = None,
     stats: Optional[MTPStats] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    on_chunk: Optional[Callable] = None,
+    cuts=(),
 ) -> Iterator[tuple[int, mx.array, bool]]:
     """Yield (token, logprobs, accepted from a draft) like plain decoding, drafting with MTP.
 
@@ -86,7 +88,7 @@ def speculative_stream(
     mtp_cache = _mtp_cache_for(model, cache, mtp_cache)
     history = list(prompt)
 
-    hidden = _prefill(model, history, cache, mtp_cache, prefill_step, progress)
+    hidden = _prefill(model, history, cache, mtp_cache, prefill_step, progress, on_chunk, cuts)
     stats.forwards += 1
     token, logprobs = acceptance.sample(sampling, _process(processors, history,
                                                           model.logits(hidden)))
@@ -134,7 +136,7 @@ def _mtp_cache_for(model, cache, given):
     return given
 
 
-def _prefill(model, prompt, cache, mtp_cache, step, progress=None):
+def _prefill(model, prompt, cache, mtp_cache, step, progress=None, on_chunk=None, cuts=()):
     """Main-model prefill; the MTP head sees each (hidden, next token) pair."""
     pending = None
 
@@ -145,9 +147,10 @@ def _prefill(model, prompt, cache, mtp_cache, step, progress=None):
         elif chunk.shape[1] > 1:
             model.mtp_forward(hidden[:, :-1], chunk[:, 1:], mtp_cache)
         pending = hidden[:, -1:]
-        return mtp_cache.arrays()
+        extra = on_chunk(chunk, hidden) if on_chunk is not None else None
+        return mtp_cache.arrays() + list(extra or [])
 
-    return prefill(model, cache, prompt, step, feed_mtp, progress)
+    return prefill(model, cache, prompt, step, feed_mtp, progress, cuts=cuts)
 
 
 def _draft(model, pairs, mtp_cache, k, sampling):

@@ -3,7 +3,6 @@ loop, as streaming text with stop ids and strings, timings and the wired-memory 
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
@@ -15,7 +14,8 @@ from .context import context_limit
 from .kv_quant import quantize_kv
 from .loop import make_token_loop
 from .prefill import PREFILL_STEP
-from .prompt import check_max_tokens, check_stop, encode_prompt
+from .prompt import check_max_tokens, check_stop, encode_prompt, encode_text, render_chat
+from .prompt_cache import PromptCache
 from .sampling import SamplingConfig, default_sampling, make_processors, resolve_sampling
 
 
@@ -34,6 +34,7 @@ class GenerationResponse:
     peak_memory: float  # GB
     finish_reason: Optional[str] = None  # "stop" (eos id or stop string), "length", or None
     prompt_time: float = 0.0  # seconds to the first token
+    cached_tokens: int = 0  # prompt tokens that came from the prompt cache, not a prefill
 
 
 def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512,
@@ -47,6 +48,7 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
                     max_context: Optional[int] = None, tools: Optional[list] = None,
                     progress: Optional[Callable[[int, int], None]] = None,
                     mtp: Optional[bool] = None, draft_tokens: int = 1,
+                    prompt_cache: Optional[PromptCache] = None,
                     ) -> Iterator[GenerationResponse]:
     """Stream a reply: one GenerationResponse per generated token, the last with
     finish_reason set. Arguments are checked now (ValueError, one line), before
@@ -58,7 +60,9 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
     (`sampling`), each keyword overriding one field; temperature 0 is greedy.
     Stops at any eos id (not included in the text), any `stop` string (cut off),
     `max_tokens` (None: until the context is full). Pass `cache` to continue a
-    conversation (see `token_stream` for what it holds afterwards).
+    conversation (see `token_stream` for what it holds afterwards), or a
+    `prompt_cache` (prompt_cache.py) to start from the longest prefix it holds and keep
+    this request's cache in it when the stream ends.
     """
     cfg = resolve_sampling(sampling or default_sampling(tokenizer, model),
                            temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -69,6 +73,8 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
             or prefill_step_size < 1:
         raise ValueError(f"prefill_step_size must be a positive integer, got {prefill_step_size!r}")
     ids = encode_prompt(tokenizer, prompt, model.config.vocab_size, tools)
+    if prompt_cache is not None and cache is not None:
+        raise ValueError("pass cache or prompt_cache, not both")
     cache = model.make_cache() if cache is None else cache
     limit = max_context or context_limit(model.config)
     room = limit - cache.offset - len(ids)
@@ -79,10 +85,49 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
     loop = make_token_loop(model, cfg, mtp, draft_tokens)
     if kv_bits is not None:
         quantize_kv(cache, kv_bits)
-    tokens = functools.partial(loop, ids, cache, make_processors(cfg, len(ids)), budget,
-                               prefill_step_size, progress)
+    reuse = Reuse(prompt_cache, model, ids, kv_bits,
+                  chat_boundaries(tokenizer, prompt, tools, ids)) if prompt_cache else None
+    start = reuse.start if reuse else 0
+    cache = reuse.cache if reuse else cache
+
+    def tokens():
+        return loop(ids[start:], cache, make_processors(cfg, len(ids) - start), budget,
+                    prefill_step_size, progress, reuse.recorder if reuse else None,
+                    reuse.cuts if reuse else ())
+
+    on_done = (lambda generated: reuse.store(ids + generated[:-1])) if reuse else None
     detok = exact_detokenizer(tokenizer) if not is_chat(prompt) else tokenizer.detokenizer
-    return _stream(model, tokenizer, detok, tokens, len(ids), stops, budget, cfg.seed)
+    return _stream(model, tokenizer, detok, tokens, len(ids), stops, budget, cfg.seed, start,
+                   on_done)
+
+
+class Reuse:
+    """One request's use of a prompt cache: the warm cache it starts from, where its
+    prefill checkpoints, and its cache kept when it ends."""
+
+    def __init__(self, prompt_cache: PromptCache, model, ids, kv_bits, boundaries):
+        self.prompt_cache, self.kv_bits = prompt_cache, kv_bits
+        self.cache, self.start = prompt_cache.fetch(model, ids, kv_bits)
+        ends = prompt_cache.cuts(self.start, len(ids) - 1, boundaries) + [len(ids) - 1 -
+                                                                         self.start]
+        self.cuts = [c for c in ends if c > 0]
+        self.recorder = prompt_cache.recorder(self.cache, [self.start + c for c in self.cuts])
+
+    def store(self, tokens):
+        self.prompt_cache.store(tokens, self.cache, self.recorder.points, self.kv_bits)
+
+
+def chat_boundaries(tokenizer, prompt, tools, ids) -> list[int]:
+    """Where each chat message ends in `ids` (the tokens of its rendering so far)."""
+    if not is_chat(prompt):
+        return []
+    out = []
+    for i in range(1, len(prompt) + 1):
+        text = render_chat(tokenizer, prompt[:i], tools, add_generation_prompt=False)
+        head = encode_text(tokenizer, text)
+        if head == ids[: len(head)]:
+            out.append(len(head))
+    return out
 
 
 def is_chat(prompt) -> bool:
@@ -98,7 +143,8 @@ def exact_detokenizer(tokenizer):
     return detok
 
 
-def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed):
+def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed, cached=0,
+            on_done=None):
     eos = set(tokenizer.eos_token_ids)
     holdback = max((len(s) for s in stops), default=1) - 1
     unreleased = ""
@@ -108,8 +154,10 @@ def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed)
         tic = time.perf_counter()
         prompt_time = 0.0
         gen = make_tokens()
+        generated = []
         try:
             for n, (token, logprobs, *rest) in enumerate(gen):
+                generated.append(token)
                 if n == 0:
                     prompt_time = time.perf_counter() - tic
                     tic = time.perf_counter()
@@ -135,12 +183,14 @@ def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed)
                     prompt_tokens=n_prompt, prompt_tps=n_prompt / max(prompt_time, 1e-9),
                     generation_tokens=n + 1, generation_tps=(n + 1) / elapsed,
                     peak_memory=mx.get_peak_memory() / 1e9, finish_reason=finish,
-                    prompt_time=prompt_time,
+                    prompt_time=prompt_time, cached_tokens=cached,
                 )
                 if finish:
                     return
         finally:
-            gen.close()
+            gen.close()  # the cache now holds the prompt and all but the last token
+            if on_done is not None and generated:
+                on_done(generated)
 
 
 def generate(model, tokenizer, prompt, **kwargs) -> str:

@@ -1,0 +1,108 @@
+"""The prompt cache never changes a result: greedy output from a warm cache equals cold
+output token for token, reused at message boundaries, at mid-document checkpoints,
+after an undo, after an eviction; and it prefills only what it does not hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlx_qwen3next  # noqa: F401
+import mlx.core as mx
+from mlx_qwen3next import load, stream_generate
+from mlx_qwen3next.generation.prompt_cache import PromptCache
+
+GREEDY = dict(temperature=0.0, max_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return load(tiny_checkpoint)
+
+
+def run(tiny, prompt, **kw):
+    model, tok = tiny
+    out = list(stream_generate(model, tok, prompt, **{**GREEDY, **kw}))
+    return [r.token for r in out], out[-1]
+
+
+def chat(*turns):
+    messages = [{"role": "system", "content": "You are terse."}]
+    for i, t in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": t})
+    return messages
+
+
+@pytest.mark.parametrize("mtp", [False, True])
+def test_follow_up_turn_reuses_the_conversation(tiny, mtp):
+    pc = PromptCache(max_bytes=1 << 30)
+    first = chat("Hello there, how are you?")
+    cold_first, last = run(tiny, first, mtp=mtp, prompt_cache=pc)
+    assert last.cached_tokens == 0 and pc.entries
+    follow = chat("Hello there, how are you?", "Fine.", "Tell me more about it")
+    warm, last = run(tiny, follow, mtp=mtp, prompt_cache=pc)
+    cold, _ = run(tiny, follow, mtp=mtp)
+    assert warm == cold
+    model, tok = tiny
+    first_ids = tok.apply_chat_template(first[:2], tokenize=False)
+    assert last.cached_tokens >= len(tok.encode(first_ids, add_special_tokens=False))
+    assert last.prompt_tokens == len(tok.encode(tok.apply_chat_template(
+        follow, tokenize=False, add_generation_prompt=True), add_special_tokens=False))
+
+
+def test_mid_document_checkpoints(tiny):
+    model, tok = tiny
+    rng = np.random.default_rng(0)
+    document = rng.integers(10, 400, 300).tolist()
+    pc = PromptCache(max_bytes=1 << 30, every=64)
+    run(tiny, document + [5, 6, 7], prompt_cache=pc)
+    diverged = document[:200] + [8, 9, 10, 11]  # differs from token 200 on
+    warm, last = run(tiny, diverged, prompt_cache=pc)
+    assert last.cached_tokens == 192  # the last checkpoint before the divergence
+    assert warm == run(tiny, diverged)[0]
+
+
+def test_repeat_and_undo_like_prefixes(tiny):
+    """The same prompt again (all but its last token reused), then a shorter one (an
+    undo: the conversation minus its last turn)."""
+    pc = PromptCache(max_bytes=1 << 30)
+    long = chat("One", "Two", "Three", "Four", "Five")
+    run(tiny, long, prompt_cache=pc)
+    again, last = run(tiny, long, prompt_cache=pc)
+    assert again == run(tiny, long)[0] and last.cached_tokens == last.prompt_tokens - 1
+    undone = chat("One", "Two", "Three")
+    warm, last = run(tiny, undone, prompt_cache=pc)
+    assert 0 < last.cached_tokens < last.prompt_tokens and warm == run(tiny, undone)[0]
+
+
+def test_eviction_under_a_small_budget(tiny):
+    model, tok = tiny
+    probe = PromptCache(max_bytes=1 << 30)
+    run(tiny, chat("a first prompt of some length"), prompt_cache=probe)
+    one = probe.nbytes
+    pc = PromptCache(max_bytes=int(one * 1.5))  # room for one entry, not two
+    a, b = chat("a first prompt of some length"), chat("an unrelated second prompt")
+    run(tiny, a, prompt_cache=pc)
+    run(tiny, b, prompt_cache=pc)
+    assert len(pc.entries) == 1 and pc.nbytes <= pc.max_bytes
+    warm, last = run(tiny, a, prompt_cache=pc)  # evicted: a cold start, same result
+    assert warm == run(tiny, a)[0]
+    assert pc.nbytes <= pc.max_bytes
+
+
+def test_quantized_kv_entries_are_kept_apart(tiny):
+    pc = PromptCache(max_bytes=1 << 30)
+    p = chat("Hello there")
+    run(tiny, p, prompt_cache=pc)
+    _, last = run(tiny, p, prompt_cache=pc, kv_bits=8)
+    assert last.cached_tokens == 0  # the float entry does not serve an 8-bit cache
+    warm, last = run(tiny, p, prompt_cache=pc, kv_bits=8)
+    assert last.cached_tokens > 0 and warm == run(tiny, p, kv_bits=8)[0]
+
+
+def test_bad_arguments(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="cache or prompt_cache, not both"):
+        stream_generate(model, tok, "hi", cache=model.make_cache(), prompt_cache=PromptCache())
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        PromptCache(every=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .cache_prompt import cache_prompt
 from .chat import chat
 from .convert import convert
 from .demo import demo
@@ -25,6 +26,7 @@ app = typer.Typer(
 
 for command in (download, convert, chat, generate, info, models, demo):
     app.command()(command)
+app.command("cache-prompt")(cache_prompt)
 
 
 def main():

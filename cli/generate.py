@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -21,6 +22,8 @@ def generate(
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template (default: chat)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, token counts, timings (default: plain text)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a stats line on stderr."),
+    prompt_cache: Optional[Path] = typer.Option(
+        None, "--prompt-cache", help="Start from a cache saved by `cache-prompt` (default: none)."),
     *,
     opts: o.GenerationOptions,
 ):
@@ -36,11 +39,14 @@ def generate(
     text = prompt if prompt is not None else _stdin()
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     system = [{"role": "system", "content": opts.system}] if opts.system else []
-    messages = system + [{"role": "user", "content": text}]
+    request = text if raw else system + [{"role": "user", "content": text}]
+    cache = None
+    if prompt_cache is not None:
+        request, cache = _from_cache(prompt_cache, mdl, tokenizer, text, raw)
     pieces, last, drafted = [], None, 0
     stream = stream_generate(
-        mdl, tokenizer, text if raw else messages, max_tokens=opts.max_tokens or 512,
-        mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
+        mdl, tokenizer, request, max_tokens=opts.max_tokens or 512, mtp=opts.mtp,
+        draft_tokens=opts.draft_tokens, prompt_cache=cache, **opts.sampling())
     shown = printable if sys.stdout.isatty() else str  # exact text into pipes and files
     try:
         for last in stream:
@@ -56,6 +62,25 @@ def generate(
     if verbose and last is not None:
         note(stats_line(last.prompt_tokens, last.prompt_time, last.generation_tokens,
                         last.generation_tps, from_drafts=drafted, draft_tokens=opts.draft_tokens))
+
+
+def _from_cache(file, model, tokenizer, text, raw):
+    """(the request, a PromptCache holding the file's cache): with --raw, the cached
+    tokens then TEXT's; else the cached chat with TEXT as its next user message."""
+    from mlx_qwen3next.generation.cache_file import load_prompt_cache
+    from mlx_qwen3next.generation.prompt import encode_text
+    from mlx_qwen3next.generation.prompt_cache import PromptCache
+
+    cache, tokens, extra = load_prompt_cache(file, model)
+    if raw != ("messages" not in extra):
+        kind = "raw text" if "messages" not in extra else "a chat"
+        raise ValueError(f"{file}: the cached prompt is {kind}; "
+                         f"{'drop' if raw else 'add'} --raw")
+    store = PromptCache(max_bytes=cache.nbytes * 4 + (1 << 20))
+    store.store(tokens, cache)
+    if raw:
+        return tokens + encode_text(tokenizer, text), store
+    return extra["messages"] + [{"role": "user", "content": text}], store
 
 
 def _finish(as_json, path, pieces, last, drafted, reason=None):
@@ -90,5 +115,6 @@ def _record(path, text: str, last, from_drafts: int) -> dict:
             generation_tps=round(last.generation_tps, 2),
             peak_memory_gb=round(last.peak_memory, 3),
             from_mtp_drafts=from_drafts,
+            cached_tokens=last.cached_tokens,
         )
     return rec

@@ -27,10 +27,12 @@ def chat(
     Ctrl-C stops a reply and keeps the conversation; Ctrl-D leaves.
     """
     from mlx_qwen3next import ChatSession
+    from mlx_qwen3next.generation.prompt_cache import PromptCache
 
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     session = ChatSession(mdl, tokenizer, system=opts.system, max_tokens=opts.max_tokens or 2048,
-                          mtp=opts.mtp, draft_tokens=opts.draft_tokens, **opts.sampling())
+                          mtp=opts.mtp, draft_tokens=opts.draft_tokens,
+                          prompt_cache=PromptCache(), **opts.sampling())
     mtp_on = getattr(mdl, "has_mtp", False) and opts.mtp is not False
     head = "MTP speculative decoding on" if mtp_on else ""
     err.print(Text.assemble((path.name, "bold"), f" ready{' · ' + head if head else ''} · /help for "

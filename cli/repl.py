@@ -108,7 +108,7 @@ class ChatRepl:
         name, arg = command
         if name == "exit":
             return False
-        getattr(self, f"do_{name}")(arg)
+        getattr(self, f"do_{name.replace('-', '_')}")(arg)
         return True
 
     def reply(self, stream):
@@ -171,6 +171,18 @@ class ChatRepl:
         self.say(f"loaded {len(messages)} messages from {path}")
         for m in messages[-4:]:
             self.say(f"  {m['role']}: {_short(m['content'])}")
+
+    def do_save_cache(self, arg):
+        path = Path(_need(arg, "/save-cache FILE")).expanduser()
+        self.session.save_cache(path)
+        self.say(f"saved the conversation's cache ({len(self.session.tokens):,} tokens) "
+                 f"to {path}")
+
+    def do_load_cache(self, arg):
+        path = Path(_need(arg, "/load-cache FILE")).expanduser()
+        self.session.load_cache(path)
+        self.say(f"resumed {len(self.session.messages)} messages from {path} "
+                 f"({len(self.session.tokens):,} tokens, no prefill)")
 
     def do_stats(self, arg):
         st = self.session.stats

@@ -12,6 +12,8 @@ COMMANDS = {
     "retry": "answer your last message again",
     "save": "/save FILE writes the conversation as JSON",
     "load": "/load FILE reads a conversation saved with /save",
+    "save-cache": "/save-cache FILE writes the conversation with its cache (resumes with no prefill)",
+    "load-cache": "/load-cache FILE resumes a conversation saved with /save-cache",
     "stats": "context used, speed, MTP acceptance, sampling settings",
     "set": "/set KEY VALUE changes a sampling setting (temperature, top_p, top_k, min_p, "
            "presence_penalty, repetition_penalty, seed, max_tokens)",

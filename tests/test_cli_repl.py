@@ -181,3 +181,21 @@ def test_control_characters_are_escaped_on_a_terminal_not_in_json(model, tmp_pat
     shown = stdout_on_a_terminal(args)
     assert not [c for c in shown if ord(c) < 32 and c not in "\r\n\t"]
     assert f"\\x{ord(controls[0]):02x}" in shown
+
+
+def test_save_cache_then_load_cache_in_a_new_chat(model, tmp_path):
+    file = tmp_path / "talk.safetensors"
+    child = spawn(model, tmp_path, "-m", "6")
+    ask(child, "Remember the word teapot")
+    child.sendline(f"/save-cache {file}")
+    child.expect_exact("saved the conversation's cache")
+    child.expect_exact(PROMPT)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    again = spawn(model, tmp_path, "-m", "6")
+    again.sendline(f"/load-cache {file}")
+    again.expect(r"resumed 2 messages from .* tokens, no prefill")
+    again.expect_exact(PROMPT)
+    assert ask(again, "What was the word?") == 6
+    again.sendline("/exit")
+    again.expect(pexpect.EOF)

@@ -106,3 +106,40 @@ def test_bad_arguments(tiny):
         stream_generate(model, tok, "hi", cache=model.make_cache(), prompt_cache=PromptCache())
     with pytest.raises(ValueError, match="every must be a positive integer"):
         PromptCache(every=0)
+
+
+def test_chat_sessions_share_it_and_resume_from_disk(tiny, tmp_path):
+    from mlx_qwen3next import ChatSession
+
+    model, tok = tiny
+    pc = PromptCache(max_bytes=1 << 30)
+
+    def session(**kw):
+        return ChatSession(model, tok, system="Be brief.", temperature=0.0, max_tokens=6,
+                           mtp=False, **kw)
+
+    def reply(s, text):
+        return [r.token for r in s.send(text)]
+
+    a = session(prompt_cache=pc)
+    reply(a, "The first question is about memory.")
+    reply(a, "And the second one?")
+    saved = tmp_path / "a.json"
+    a.save(saved)
+    b = session(prompt_cache=pc)  # the same conversation, loaded: re-prefilled from the cache
+    b.load(saved)
+    cold = session()
+    cold.load(saved)
+    warm_third = reply(b, "A third.")
+    assert warm_third == reply(cold, "A third.")
+    assert b.stats.prompt_tokens < cold.stats.prompt_tokens  # only the new turn prefilled
+    assert reply(b, "Fourth.") == reply(cold, "Fourth.")
+    b.undo()  # undo and retry keep working on top of it
+    cold.undo()
+    assert reply(b, "Fourth.") == reply(cold, "Fourth.")
+    file = tmp_path / "b.safetensors"
+    b.save_cache(file)
+    c = session()
+    c.load_cache(file)
+    assert c.messages == b.messages and c.tokens == b.tokens
+    assert reply(c, "Fifth.") == reply(b, "Fifth.")

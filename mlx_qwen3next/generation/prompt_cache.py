@@ -25,6 +25,7 @@ from typing import Optional
 
 from ..cache import DeltaNetCache, HybridCache
 from ..checkpoints.memory import available_memory
+from .prompt import encode_text, render_chat
 
 EVERY = 2048  # tokens between checkpoints of a long prefill
 SHARE_OF_MEMORY = 0.1  # the default byte budget, of the memory available at creation
@@ -166,3 +167,15 @@ def restore(cache: HybridCache, entry: Entry, p: int):
         cache.mtp_cache = HybridCache(["full_attention"])
         cache.mtp_cache[0].set_state(tuple(a[..., :keep, :] for a in entry.mtp))
         cache.mtp_cache.offset = keep
+
+
+def message_ends(tokenizer, messages, tools, ids) -> list[int]:
+    """Where each chat message ends in `ids`: the positions whose prefix of `ids` is the
+    rendering of the messages so far (a reply kept as generated may not be)."""
+    out = []
+    for i in range(1, len(messages) + 1):
+        head = encode_text(tokenizer, render_chat(tokenizer, messages[:i], tools,
+                                                  add_generation_prompt=False))
+        if head == ids[: len(head)]:
+            out.append(len(head))
+    return out

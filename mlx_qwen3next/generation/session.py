@@ -36,6 +36,7 @@ from .prefill import PREFILL_STEP, prefill
 from .prompt import (
     check_max_tokens, check_messages, check_stop, check_text, encode_text, render_chat,
 )
+from .prompt_cache import PromptCache, message_ends
 from .sampling import SamplingConfig, default_sampling
 from .stream import GenerationResponse, exact_detokenizer, stream_generate
 
@@ -92,8 +93,9 @@ class ChatSession:
                  stop=None, max_context: Optional[int] = None,
                  prefill_step_size: int = PREFILL_STEP, kv_bits: Optional[int] = None,
                  max_snapshots: int = 6, mtp: Optional[bool] = None, draft_tokens: int = 1,
-                 progress=None, **sampling):
+                 progress=None, prompt_cache: Optional[PromptCache] = None, **sampling):
         self.model, self.tokenizer, self.tools = model, tokenizer, tools
+        self.prompt_cache = prompt_cache  # where a conversation re-prefilled starts from
         self.sampling = default_sampling(tokenizer, model).update(**sampling)
         self.max_tokens, self.stop = check_max_tokens(max_tokens), check_stop(stop)
         self.max_context = max_context or context_limit(model.config)
@@ -225,6 +227,28 @@ class ChatSession:
         self._messages = [dict(m) for m in messages]
         self.tools = tools
 
+    def save_cache(self, path) -> None:
+        """Write the conversation's cache (and the messages) to a prompt-cache file, so
+        that `load_cache` resumes it without a prefill."""
+        from .cache_file import save_prompt_cache
+
+        self._close_active()
+        save_prompt_cache(path, self.cache, self._ids, self.model, messages=self._messages,
+                          text=self._text, pending=self._pending, tools=self.tools)
+
+    def load_cache(self, path) -> None:
+        """Resume a conversation saved with `save_cache`: its messages and its cache."""
+        from .cache_file import load_prompt_cache
+
+        cache, tokens, extra = load_prompt_cache(path, self.model, self.kv_bits)
+        if not isinstance(extra.get("text"), str):
+            raise ValueError(f"{path}: not a chat's cache (saved by cache-prompt or the API?)")
+        messages = check_messages(extra["messages"]) if extra.get("messages") else []
+        self.clear()
+        self._messages, self.tools = [dict(m) for m in messages], extra.get("tools")
+        self.cache, self._ids, self._text = cache, tokens, extra["text"]
+        self._pending = extra.get("pending")
+
     # -- stats ------------------------------------------------------------------
     @property
     def stats(self) -> SessionStats:
@@ -282,14 +306,46 @@ class ChatSession:
                 self._ids, self._pending, self._text = self._ids[: cp.n_ids], cp.pending, cp.text
             else:
                 self._reset_cache()
+        if not self._ids and self._pending is None:  # nothing here: maybe in the prompt cache
+            warm = self._from_prompt_cache(target)
+            if warm is not None:
+                return warm, target
         feed = ([self._pending] if self._pending is not None else [])
         feed += encode_text(self.tokenizer, target[len(self._text):])
+        return self._checked(feed), target
+
+    def _from_prompt_cache(self, target: str) -> Optional[list]:
+        """Start the conversation from the prompt cache's longest prefix of it; the ids
+        left to feed (None if it holds none)."""
+        if self.prompt_cache is None:
+            return None
+        ids = encode_text(self.tokenizer, target)
+        cache, start = self.prompt_cache.fetch(self.model, ids, self.kv_bits)
+        if start == 0:
+            return None
+        self.cache, self._ids, self._text = cache, ids[:start], self.tokenizer.decode(ids[:start])
+        return self._checked(ids[start:])
+
+    def _checked(self, feed: list) -> list:
         if not feed:
             raise ValueError("nothing to generate from")
         if len(self._ids) + len(feed) > self.max_context:
             raise ValueError(f"the conversation needs {len(self._ids) + len(feed)} tokens but "
                              f"the context holds {self.max_context}; undo or clear")
-        return feed, target
+        return feed
+
+    def _checkpoints_for(self, messages, feed):
+        """The prompt cache's recorder and cuts for this turn's prefill (message ends and
+        every N tokens), or none."""
+        self._recorded = {}
+        if self.prompt_cache is None:
+            return None, ()
+        start = len(self._ids)
+        ends = message_ends(self.tokenizer, messages, self.tools, self._ids + feed)
+        cuts = self.prompt_cache.cuts(start, start + len(feed) - 1, ends)
+        recorder = self.prompt_cache.recorder(self.cache, [start + c for c in cuts])
+        self._recorded = recorder.points
+        return recorder, cuts
 
     def _run(self, feed, target, messages):
         t0 = time.perf_counter()
@@ -302,9 +358,10 @@ class ChatSession:
         start = self._checkpoints[-1]
         tokens, texts, finish, first = [], [], None, None
         with wired_limit(self.model):
+            recorder, cuts = self._checkpoints_for(messages, feed)
             try:
-                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size,
-                        progress=self.progress)
+                prefill(self.model, self.cache, feed[:-1], self.prefill_step_size, recorder,
+                        self.progress, cuts=cuts)
             except BaseException:
                 self.cache.restore(start.mark)
                 undo()
@@ -349,3 +406,5 @@ class ChatSession:
                                     else "")
         content = "".join(texts) if finish else detok.text
         self._messages.append({"role": "assistant", "content": content})
+        if self.prompt_cache is not None:
+            self.prompt_cache.store(self._ids, self.cache, self._recorded, self.kv_bits)

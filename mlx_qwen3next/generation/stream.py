@@ -14,8 +14,8 @@ from .context import context_limit
 from .kv_quant import quantize_kv
 from .loop import make_token_loop
 from .prefill import PREFILL_STEP
-from .prompt import check_max_tokens, check_stop, encode_prompt, encode_text, render_chat
-from .prompt_cache import PromptCache
+from .prompt import check_max_tokens, check_stop, encode_prompt
+from .prompt_cache import PromptCache, message_ends
 from .sampling import SamplingConfig, default_sampling, make_processors, resolve_sampling
 
 
@@ -85,8 +85,8 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
     loop = make_token_loop(model, cfg, mtp, draft_tokens)
     if kv_bits is not None:
         quantize_kv(cache, kv_bits)
-    reuse = Reuse(prompt_cache, model, ids, kv_bits,
-                  chat_boundaries(tokenizer, prompt, tools, ids)) if prompt_cache else None
+    ends = message_ends(tokenizer, prompt, tools, ids) if is_chat(prompt) else []
+    reuse = Reuse(prompt_cache, model, ids, kv_bits, ends) if prompt_cache else None
     start = reuse.start if reuse else 0
     cache = reuse.cache if reuse else cache
 
@@ -115,19 +115,6 @@ class Reuse:
 
     def store(self, tokens):
         self.prompt_cache.store(tokens, self.cache, self.recorder.points, self.kv_bits)
-
-
-def chat_boundaries(tokenizer, prompt, tools, ids) -> list[int]:
-    """Where each chat message ends in `ids` (the tokens of its rendering so far)."""
-    if not is_chat(prompt):
-        return []
-    out = []
-    for i in range(1, len(prompt) + 1):
-        text = render_chat(tokenizer, prompt[:i], tools, add_generation_prompt=False)
-        head = encode_text(tokenizer, text)
-        if head == ids[: len(head)]:
-            out.append(len(head))
-    return out
 
 
 def is_chat(prompt) -> bool:

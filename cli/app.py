@@ -13,6 +13,7 @@ from .errors import OneLineErrors
 from .generate import generate
 from .info import info
 from .models import models
+from .serve import serve
 
 app = typer.Typer(
     name="qwen3next",
@@ -24,7 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for command in (download, convert, chat, generate, info, models, demo):
+for command in (download, convert, chat, generate, serve, info, models, demo):
     app.command()(command)
 app.command("cache-prompt")(cache_prompt)
 

@@ -13,7 +13,7 @@ from cli_support import converted, one_line_error, tiny_source
 from mlx_qwen3next.checkpoints import hub
 from mlx_qwen3next.cli.app import app
 
-COMMANDS = ("download", "convert", "chat", "generate", "info", "models", "demo")
+COMMANDS = ("download", "convert", "chat", "generate", "serve", "cache-prompt", "info", "models", "demo")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,254 @@
+"""`qwen3next serve` as a real process on 127.0.0.1, driven by the official `openai`
+client and by raw HTTP: shapes, streaming, the prompt cache across requests, errors,
+auth, a client that disconnects, SIGTERM, and a bounded load."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cli_support import CLI, converted, isolated_env
+
+openai = pytest.importorskip("openai")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, tmp_path, *extra):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            CLI + ["serve", str(model), "--port", str(self.port), *map(str, extra)],
+            env=isolated_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        self.log: list[str] = []
+        threading.Thread(target=self._read_log, daemon=True).start()
+        for _ in range(600):
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("server died: " + "".join(self.log))
+            time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def _read_log(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                       **(headers or {})})
+        r = conn.getresponse()
+        payload = r.read()
+        conn.close()
+        return r.status, json.loads(payload) if payload else None, dict(r.getheaders())
+
+    def get(self, path):
+        return self.request("GET", path)[:2]
+
+    def client(self, key="none"):
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=key,
+                             max_retries=0)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return converted(tmp_path_factory.mktemp("serve"), rambling=True)
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    s = Server(model, tmp_path_factory.mktemp("srv"), "--max-context", "4096")
+    yield s
+    assert s.stop() == 0
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Tell me about unified memory."}]
+
+
+def test_models_and_health(server, model):
+    client = server.client()
+    assert [m.id for m in client.models.list().data] == [model.name]
+    assert server.get("/health") == (200, {"status": "ok", "model": model.name, "queued": 0})
+
+
+def test_chat_whole_and_streamed_agree_with_generate(server, model, tmp_path):
+    client = server.client()
+    whole = client.chat.completions.create(model=model.name, messages=MESSAGES,
+                                           max_tokens=12, temperature=0)
+    assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 12
+    text = whole.choices[0].message.content
+    chunks = list(client.chat.completions.create(
+        model=model.name, messages=MESSAGES, max_tokens=12, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    assert chunks[-1].usage.completion_tokens == 12 and not chunks[-1].choices
+    cli = subprocess.run(CLI + ["generate", str(model), "--json", "-m", "12", "--temp", "0",
+                                "--system", MESSAGES[0]["content"], "-p",
+                                MESSAGES[1]["content"]],
+                         env=isolated_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert json.loads(cli.stdout)["text"] == text
+
+
+def test_completions(server, model):
+    client = server.client()
+    r = client.completions.create(model=model.name, prompt="The capital of France is",
+                                  max_tokens=6, temperature=0)
+    assert r.object == "text_completion" and r.usage.completion_tokens == 6
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=model.name, prompt="The capital of France is", max_tokens=6, temperature=0,
+        stream=True) if c.choices)
+    assert streamed == r.choices[0].text
+
+
+def test_follow_up_turn_reports_cached_tokens(server, model):
+    client = server.client()
+    first = client.chat.completions.create(model=model.name, messages=MESSAGES,
+                                           max_tokens=8, temperature=0)
+    follow = MESSAGES + [{"role": "assistant", "content": first.choices[0].message.content},
+                         {"role": "user", "content": "And then?"}]
+    second = client.chat.completions.create(model=model.name, messages=follow, max_tokens=8,
+                                            temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < second.usage.prompt_tokens
+
+
+def test_logprobs(server, model):
+    r = server.client().chat.completions.create(model=model.name, messages=MESSAGES,
+                                                max_tokens=4, temperature=0, logprobs=True,
+                                                top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4
+    for entry in content:
+        assert len(entry.top_logprobs) == 3
+        assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)  # greedy
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    ({"messages": MESSAGES, "temperature": -1}, 400, "temperature must be >= 0"),
+    ({"messages": []}, 400, "messages must be a non-empty list"),
+    ({"messages": MESSAGES, "n": 2}, 400, "n must be 1"),
+    ({"messages": MESSAGES, "model": "gpt-5"}, 404, "is not served here"),
+    ({"messages": [{"role": "user", "content": "word " * 5000}]}, 422, "fit in the context"),
+])
+def test_error_statuses(server, body, status, words):
+    got, payload, _ = server.request("POST", "/v1/chat/completions", body)
+    assert got == status and words in payload["error"]["message"]
+    assert set(payload["error"]) == {"message", "type", "param", "code"}
+    assert server.get("/health")[0] == 200  # no bad request brings it down
+
+
+def test_unknown_route_and_body_too_large(server):
+    status, payload, _ = server.request("GET", "/v1/nothing")
+    assert status == 404 and "no such route" in payload["error"]["message"]
+    status, payload, _ = server.request("POST", "/v1/chat/completions", b"x" * (17 << 20))
+    assert status == 413
+
+
+def test_api_key(model, tmp_path):
+    s = Server(model, tmp_path, "--api-key", "sekret")
+    try:
+        status, payload, _ = s.request("GET", "/v1/models")
+        assert status == 401 and payload["error"]["type"] == "authentication_error"
+        with pytest.raises(openai.AuthenticationError):
+            s.client("wrong").models.list()
+        assert s.client("sekret").models.list().data
+    finally:
+        assert s.stop() == 0
+
+
+def test_queue_full_is_429_and_a_disconnect_frees_the_slot(model, tmp_path):
+    s = Server(model, tmp_path, "--max-queue", "1")
+    try:
+        long = {"messages": MESSAGES, "max_tokens": 3000, "stream": True}
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        conn.request("POST", "/v1/chat/completions", json.dumps(long).encode(),
+                     {"Content-Type": "application/json"})
+        streaming = conn.getresponse()
+        streaming.fp.readline()  # the stream runs
+        waiting = threading.Thread(target=s.request, args=(
+            "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2}))
+        waiting.start()  # fills the one queue slot
+        time.sleep(0.5)
+        status, payload, headers = s.request("POST", "/v1/chat/completions",
+                                             {"messages": MESSAGES, "max_tokens": 2})
+        assert status == 429 and headers.get("retry-after") == "1"
+        conn.close()  # the streaming client goes away
+        waiting.join(timeout=60)
+        assert not waiting.is_alive()
+        for _ in range(100):
+            gone = [line for line in s.log if "client gone" in line]
+            if gone:
+                break
+            time.sleep(0.1)
+        generated = int(gone[0].split(", ")[1].split()[0])
+        assert generated < 300  # stopped within a few tokens of the disconnect, not 3000
+        assert s.request("POST", "/v1/chat/completions",
+                         {"messages": MESSAGES, "max_tokens": 2})[0] == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_during_a_request_exits_cleanly(model, tmp_path):
+    s = Server(model, tmp_path)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=s.request(
+        "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 20})))
+    t.start()
+    time.sleep(0.3)
+    assert s.stop() == 0
+    t.join(timeout=60)
+
+
+def test_bounded_load(server, model):
+    """8 concurrent clients x 25 requests, mixed streaming: every response well-formed."""
+    errors, done = [], []
+
+    def client_run(i):
+        client = server.client()
+        for j in range(25):
+            try:
+                if (i + j) % 2:
+                    chunks = list(client.chat.completions.create(
+                        model=model.name, messages=MESSAGES, max_tokens=3, stream=True))
+                    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+                else:
+                    r = client.chat.completions.create(model=model.name, messages=MESSAGES,
+                                                       max_tokens=3)
+                    assert r.choices[0].finish_reason in ("length", "stop")
+                done.append(1)
+            except Exception as e:  # noqa: BLE001  (collected, then asserted)
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    busy = [e for e in errors if "429" in e or "RateLimit" in e]
+    assert not [e for e in errors if e not in busy], errors[:3]
+    assert len(done) + len(busy) == 200 and len(done) >= 100
+    assert server.get("/health")[0] == 200

@@ -244,11 +244,15 @@ def test_bounded_load(server, model):
                 errors.append(repr(e))
 
     threads = [threading.Thread(target=client_run, args=(i,)) for i in range(8)]
+    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=600)
+    wall = time.perf_counter() - started
     busy = [e for e in errors if "429" in e or "RateLimit" in e]
+    print(f"load: 8 clients x 25 requests in {wall:.1f} s: {len(done)} answered, "
+          f"{len(busy)} refused with 429, {len(errors) - len(busy)} other errors")
     assert not [e for e in errors if e not in busy], errors[:3]
     assert len(done) + len(busy) == 200 and len(done) >= 100
     assert server.get("/health")[0] == 200

@@ -88,6 +88,14 @@ def test_eviction_under_a_small_budget(tiny):
     warm, last = run(tiny, a, prompt_cache=pc)  # evicted: a cold start, same result
     assert warm == run(tiny, a)[0]
     assert pc.nbytes <= pc.max_bytes
+    mx.clear_cache()
+    held = mx.get_active_memory()
+    for i in range(8):  # many distinct prompts: memory stays at the budget, not their sum
+        run(tiny, chat(f"prompt number {i} of a series, each of them different"),
+            prompt_cache=pc)
+        assert pc.nbytes <= pc.max_bytes
+    mx.clear_cache()
+    assert mx.get_active_memory() - held <= pc.max_bytes
 
 
 def test_quantized_kv_entries_are_kept_apart(tiny):

@@ -104,17 +104,18 @@ async def respond(request, engine: Engine, job: Job, req: dict, shapes):
         raise APIError(400, "stream must be true or false", param="stream")
     started = time.perf_counter()
     engine.submit(job)
-    first = await job.events.get()
-    if isinstance(first, APIError):
-        raise first
-    kind, rid = shapes.kind, new_id(shapes.prefix)
-    if req.get("stream"):
-        include = bool((req.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(stream_events(request, job, first, shapes, rid, engine.name,
-                                               include, started),
-                                 media_type="text/event-stream")
-    watcher = asyncio.create_task(watch_disconnect(request, job))
+    watcher = asyncio.create_task(watch_disconnect(request, job))  # gone while queued, too
     try:
+        first = await job.events.get()
+        if isinstance(first, APIError):
+            raise first
+        kind, rid = shapes.kind, new_id(shapes.prefix)
+        if req.get("stream"):
+            watcher.cancel()  # the stream notices its own disconnect
+            include = bool((req.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(stream_events(request, job, first, shapes, rid,
+                                                   engine.name, include, started),
+                                     media_type="text/event-stream")
         tokens = await collect(job, first)
     finally:
         watcher.cancel()

@@ -18,18 +18,16 @@ The session stays usable either way.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import weakref
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Iterator, Optional
 
 import mlx.core as mx
 
 from ..cache import Mark, marks_nbytes
 from ..checkpoints.memory import wired_limit
+from .chat_file import read_chat, write_chat
 from .context import context_limit
 from .kv_quant import quantize_kv
 from .prefill import PREFILL_STEP, prefill
@@ -42,25 +40,6 @@ from .stream import GenerationResponse, exact_detokenizer, stream_generate
 
 _SAMPLING = {f.name for f in fields(SamplingConfig)}
 _OTHER = ("max_tokens", "stop", "system")
-FORMAT = "mlx-qwen3next-chat"
-
-
-def _check_saved(data) -> tuple[list, Optional[list], dict]:
-    """(messages, tools, settings) of a saved chat, each checked; ValueError if not."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"format is not {FORMAT!r}")
-    messages = check_messages(data.get("messages"))
-    tools = data.get("tools")
-    if tools is not None and not (isinstance(tools, list)
-                                  and all(isinstance(t, dict) for t in tools)):
-        raise ValueError("tools must be a list of tool definitions")
-    settings = data.get("settings") or {}
-    if not isinstance(settings, dict):
-        raise ValueError("settings must be an object")
-    unknown = set(settings) - _SAMPLING - set(_OTHER)
-    if unknown:
-        raise ValueError(f"unknown setting {sorted(unknown)[0]!r}")
-    return messages, tools, settings
 
 
 @dataclass
@@ -190,30 +169,16 @@ class ChatSession:
 
     # -- persistence ------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the conversation as JSON: to a temporary file beside `path`, then renamed
-        over it, so a failed write (a full disk) leaves the previous save whole."""
-        data = {"format": FORMAT, "version": 1, "messages": self._messages,
-                "tools": self.tools, "settings": {k: v for k, v in self.settings.items()
-                                                  if k != "system"}}
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"{path}: cannot save the chat ({e.strerror or e}); "
-                             "a previous save there is unchanged") from None
+        """Write the conversation as JSON (chat_file.py: a failed write leaves a previous
+        save whole)."""
+        write_chat(path, self._messages, self.tools,
+                   {k: v for k, v in self.settings.items() if k != "system"})
 
     def load(self, path) -> None:
         """Replace the conversation and settings with a saved one (the next turn prefills
         it). The whole file is checked first: a bad one changes nothing."""
+        messages, tools, changes = read_chat(path, _SAMPLING | set(_OTHER))
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read chat ({e})") from None
-        try:
-            messages, tools, changes = _check_saved(data)
             sampling = self.sampling.update(**{k: v for k, v in changes.items()
                                                if k in _SAMPLING})
             max_tokens = check_max_tokens(changes.get("max_tokens", self.max_tokens))

@@ -31,7 +31,7 @@ def chat(
 
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     session = ChatSession(mdl, tokenizer, system=opts.system, max_tokens=opts.max_tokens or 2048,
-                          mtp=opts.mtp, draft_tokens=opts.draft_tokens,
+                          mtp=opts.mtp, draft_tokens=opts.draft_tokens, tools=opts.tool_list,
                           prompt_cache=PromptCache(), **opts.sampling())
     mtp_on = getattr(mdl, "has_mtp", False) and opts.mtp is not False
     head = "MTP speculative decoding on" if mtp_on else ""

@@ -36,6 +36,8 @@ def generate(
 
     if prompt is not None and not prompt.strip():
         raise ValueError("the prompt given with -p is empty")
+    if raw and opts.tool_list:
+        raise ValueError("--tools goes through the chat template: drop --raw")
     text = prompt if prompt is not None else _stdin()
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
     system = [{"role": "system", "content": opts.system}] if opts.system else []
@@ -46,7 +48,8 @@ def generate(
     pieces, last, drafted = [], None, 0
     stream = stream_generate(
         mdl, tokenizer, request, max_tokens=opts.max_tokens or 512, mtp=opts.mtp,
-        draft_tokens=opts.draft_tokens, prompt_cache=cache, **opts.sampling())
+        draft_tokens=opts.draft_tokens, prompt_cache=cache, tools=opts.tool_list,
+        **opts.sampling())
     shown = printable if sys.stdout.isatty() else str  # exact text into pipes and files
     try:
         for last in stream:

@@ -113,11 +113,12 @@ class ChatRepl:
 
     def reply(self, stream):
         out = make_stream(self.console, self.markdown)
-        last, drafted, stopped = None, 0, False
+        last, drafted, stopped, pieces = None, 0, False, []
         try:
             with keys_not_echoed(), sigint_flag(at_once=lambda: last is None) as interrupted:
                 for last in stream:
                     out.feed(last.text)
+                    pieces.append(last.text)
                     drafted += bool(getattr(last, "from_draft", False))
                     if interrupted.is_set():
                         stopped = True
@@ -135,6 +136,14 @@ class ChatRepl:
         self.say(stats_line(st.prompt_tokens, st.ttft, last.generation_tokens, last.generation_tps,
                             st.context_used, st.max_context, drafted,
                             getattr(self.session, "draft_tokens", 1), stopped))
+        self._tool_hint("".join(pieces))
+
+    def _tool_hint(self, text: str):
+        from mlx_qwen3next.server.tools import split_tool_calls
+
+        names = [c["function"]["name"] for c in split_tool_calls(text)[1]]
+        if names:
+            self.say(f"the model called {', '.join(names)}: give the result with /tool TEXT")
 
     # -- slash commands -------------------------------------------------------
     def do_help(self, arg):
@@ -158,6 +167,9 @@ class ChatRepl:
 
     def do_retry(self, arg):
         self.reply(self.session.retry())
+
+    def do_tool(self, arg):
+        self.reply(self.session.tool_result(_need(arg, "/tool TEXT")))
 
     def do_save(self, arg):
         path = Path(_need(arg, "/save FILE")).expanduser()

@@ -10,6 +10,7 @@ COMMANDS = {
     "clear": "forget the conversation (keeps the system prompt)",
     "undo": "take back your last message and its reply",
     "retry": "answer your last message again",
+    "tool": "/tool TEXT gives TEXT as the result of the tool the model called; it answers",
     "save": "/save FILE writes the conversation as JSON",
     "load": "/load FILE reads a conversation saved with /save",
     "save-cache": "/save-cache FILE writes the conversation with its cache (resumes with no prefill)",

@@ -287,3 +287,22 @@ def test_stats_follow_undo_and_load(tiny, tmp_path):
     t = session(tiny)
     t.load(path)
     assert t.stats.context_used == len(tok.encode(rendered, add_special_tokens=False))
+
+
+def test_a_tool_result_continues_the_chat_like_one_call(tiny):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    s = session(tiny, tools=tools)
+    with pytest.raises(ValueError, match="no reply to answer"):
+        s.tool_result('{"t": 1}')
+    first = reply(s, "Weather in Lyon?")
+    with pytest.raises(ValueError, match="tool result is empty"):
+        s.tool_result("  ")
+    prompt_before = s.stats.context_used
+    answer = "".join(c.text for c in s.tool_result('{"temperature": 18}'))
+    assert [m["role"] for m in s.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert s.messages[2]["content"] == first and s.messages[4]["content"] == answer
+    assert s.stats.prompt_tokens < prompt_before  # only the tool turn was prefilled
+    model, tok = tiny
+    assert answer == generate(model, tok, s.messages[:4], max_tokens=8, temperature=0.0,
+                              mtp=False, tools=tools)
+    assert s.undo() == "Weather in Lyon?" and [m["role"] for m in s.messages] == ["system"]

@@ -142,6 +142,17 @@ class ChatSession:
         messages = self._messages + [{"role": "user", "content": check_text(text, "message")}]
         return self._start(messages)
 
+    def tool_result(self, content: str) -> Iterator[GenerationResponse]:
+        """Add the result of the tool the last reply called and stream the answer to it."""
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError("tool result is empty")
+        self._close_active()
+        if not self._messages or self._messages[-1]["role"] != "assistant":
+            raise ValueError("no reply to answer with a tool result: send a message first")
+        messages = self._messages + [{"role": "tool",
+                                      "content": check_text(content, "tool result")}]
+        return self._start(messages)
+
     def retry(self) -> Iterator[GenerationResponse]:
         """Regenerate the last reply from the checkpoint before it."""
         self._close_active()

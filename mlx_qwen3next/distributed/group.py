@@ -21,6 +21,7 @@ import mlx.core as mx
 
 MODES = ("pipeline", "off")
 _group: Optional["Link"] = None  # the group this process joined (None: one process)
+_ending = False  # a PeerLost is on its way out
 
 
 class PeerLost(ConnectionError):
@@ -40,6 +41,8 @@ class Link:
             mx.eval(out)
             return out
         except RuntimeError as e:
+            global _ending
+            _ending = True  # the error's line is the one line; SIGTERM then ends quietly
             raise PeerLost(lost_line(self.rank, str(e))) from None
 
     def send(self, x: mx.array, dst: int):
@@ -118,6 +121,8 @@ def _agree_on_seed(link: Link):
 
 def _end_on_sigterm(rank: int):
     def handler(signum, frame):
+        if _ending:
+            os._exit(1)
         print(f"qwen3next: error: {lost_line(rank, 'ended by mlx.launch')}", file=sys.stderr,
               flush=True)
         os._exit(1)

@@ -42,7 +42,7 @@ class Link:
             return out
         except RuntimeError as e:
             global _ending
-            _ending = True  # the error's line is the one line; SIGTERM then ends quietly
+            _ending = True  # its line is the one line: SIGTERM is ignored from now on
             raise PeerLost(lost_line(self.rank, str(e))) from None
 
     def send(self, x: mx.array, dst: int):
@@ -121,8 +121,8 @@ def _agree_on_seed(link: Link):
 
 def _end_on_sigterm(rank: int):
     def handler(signum, frame):
-        if _ending:
-            os._exit(1)
+        if _ending:  # PeerLost is on its way up and will say so
+            return
         print(f"qwen3next: error: {lost_line(rank, 'ended by mlx.launch')}", file=sys.stderr,
               flush=True)
         os._exit(1)

@@ -50,6 +50,13 @@ class GenerationOptions:
         check_distributed(self.distributed, self.split)
 
 
+DISTRIBUTED = typer.Option(None, "--distributed", help=(
+    "Under mlx.launch: pipeline (split the layers across the ranks) or off (each rank "
+    "alone) (default: pipeline when there is more than one rank)."))
+SPLIT = typer.Option(None, "--split", help=(
+    "Layers per rank under mlx.launch: even, or counts like 24,24 (default: by each "
+    "rank's available memory)."))
+
 _SHARED = {
     "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt (default: none).")),
     "max_tokens": (Optional[int], typer.Option(None, "--max-tokens", "-m", min=1,
@@ -67,12 +74,8 @@ _SHARED = {
     "draft_tokens": (int, typer.Option(1, "--draft-tokens", min=1, max=4,
                                        help="Tokens the MTP head drafts per step.")),
     "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored).")),
-    "distributed": (Optional[str], typer.Option(None, "--distributed", help=(
-        "Under mlx.launch: pipeline (split the layers across the ranks) or off (default: "
-        "pipeline when there is more than one rank)."))),
-    "split": (Optional[str], typer.Option(None, "--split", help=(
-        "Layers per rank under mlx.launch: even, or counts like 24,24 (default: by each "
-        "rank's available memory)."))),
+    "distributed": (Optional[str], DISTRIBUTED),
+    "split": (Optional[str], SPLIT),
 }
 
 

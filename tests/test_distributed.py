@@ -153,3 +153,37 @@ def test_killed_rank_ends_the_run_with_one_line(models, tmp_path):
     assert "Traceback" not in err
     assert re.search(r"rank 0 exited with code (1|-15)", err), err  # not 0: it failed
     assert out.strip()  # it had been streaming
+
+
+def test_serve_on_rank0(models, tmp_path):
+    """The HTTP server runs on rank 0; both ranks run each request; SIGINT to rank 0
+    stops the server and, through it, the other rank."""
+    import urllib.request
+
+    env = isolated_env(tmp_path)
+    path = models["4bit"]
+    alone = run_cli(["generate", path, "-p", PROMPT, "--temp", "0", "-m", "16", "--json"], env)
+    assert alone.returncode == 0, alone.stderr
+    port = free_port()
+    proc = subprocess.Popen(launch_args(["serve", path, "--port", port]), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = ""
+        while "serving" not in seen:
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        body = json.dumps({"messages": [{"role": "user", "content": PROMPT}],
+                           "max_tokens": 16, "temperature": 0}).encode()
+        for _ in range(2):  # the ranks are still in step after a request
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                         body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                reply = json.loads(r.read())
+            assert reply["choices"][0]["message"]["content"] == json.loads(alone.stdout)["text"]
+        subprocess.run(["kill", "-INT", RANKS.search(seen).group(3)], check=True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    assert "server stopped" in err and "error" not in err.lower(), err

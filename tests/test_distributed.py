@@ -187,3 +187,27 @@ def test_serve_on_rank0(models, tmp_path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
     assert "server stopped" in err and "error" not in err.lower(), err
+
+
+def test_sigint_to_rank0_stops_the_reply_on_every_rank(models, tmp_path):
+    """Ctrl-C reaches rank 0 (here as SIGINT to its pid: mlx.launch ends on a Ctrl-C typed
+    at its own terminal); every rank stops at the same token, and the chat goes on."""
+    pexpect = pytest.importorskip("pexpect")
+    args = launch_args(["chat", models["rambling"], "--temp", "0", "-m", "100000"])
+    child = pexpect.spawn(args[0], args[1:], env=isolated_env(tmp_path), encoding="utf-8",
+                          timeout=120)
+    child.expect(RANKS)
+    rank0 = child.match.group(3)
+    child.expect("ready")
+    child.sendline("Tell me a very long story")
+    time.sleep(3.0)  # streaming
+    subprocess.run(["kill", "-INT", rank0], check=True)
+    child.expect(STATS)
+    child.expect_exact("stopped")
+    child.sendline("/set max_tokens 5")
+    child.expect_exact("max_tokens = 5")
+    child.sendline("And now?")  # a rank that stopped elsewhere would be out of step here
+    child.expect(STATS)
+    assert child.match.group(1) == "5"
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

@@ -69,7 +69,8 @@ class PipelineModel(Model):
         return self.link.share(out)
 
     def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
-                    cache: Optional[HybridCache] = None, last_only: bool = False):
+                    cache: Optional[HybridCache] = None, last_only: bool = False,
+                    logits: bool = True):
         st = self.stage
         if st.first:
             e = self.model.embed_tokens(next_ids)
@@ -78,10 +79,12 @@ class PipelineModel(Model):
         if st.last:
             if not st.first:
                 e = self.link.recv(self._shape(next_ids), self.act_dtype, 0)
-            return self.mtp_head(e, hidden, next_ids, cache, last_only)
+            return self.mtp_head(e, hidden, next_ids, cache, last_only, logits)
         if cache is not None:
             cache.advance(next_ids.shape[1])
         out = mx.zeros(self._shape(next_ids), self.act_dtype)
+        if not logits:  # the prefill's feed: no logits, so nothing to share
+            return None, out
         return self.logits(out[:, -1:] if last_only else out), out
 
 

@@ -103,15 +103,18 @@ class Model(nn.Module):
         return self.logits(self.hidden(input_ids, cache))
 
     def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
-                    cache: Optional[HybridCache] = None, last_only: bool = False):
+                    cache: Optional[HybridCache] = None, last_only: bool = False,
+                    logits: bool = True):
         """One MTP draft step: (draft logits, MTP output = the next step's hidden input).
         `last_only`: logits of the last position only, all a draft needs (lm_head is the
-        costliest read of a draft step, and more so for several positions)."""
+        costliest read of a draft step, and more so for several positions). `logits=False`:
+        (None, output), for a prefill that only fills the head's cache."""
         return self.mtp_head(self.model.embed_tokens(next_ids), hidden, next_ids, cache,
-                             last_only)
+                             last_only, logits)
 
     def mtp_head(self, e: mx.array, hidden: mx.array, next_ids: mx.array,
-                 cache: Optional[HybridCache] = None, last_only: bool = False):
+                 cache: Optional[HybridCache] = None, last_only: bool = False,
+                 logits: bool = True):
         """`mtp_forward` from the next tokens' embeddings `e` (a pipeline's last stage
         receives them from the first, which holds the embedding)."""
         steps = self.compiled_steps() if cache is not None else None
@@ -119,4 +122,6 @@ class Model(nn.Module):
             out = steps.draft(e, hidden, cache)
         else:
             out = self.mtp(e, hidden, cache)
+        if not logits:
+            return None, out
         return self.logits(out[:, -1:] if last_only else out), out

@@ -38,7 +38,7 @@ def generate(
     link = ranks.join(opts.distributed)
     if prompt_cache is not None:
         ranks.alone_only("--prompt-cache", link)
-    text = ranks.from_rank0(link, lambda: _prompt(prompt))
+    text = ranks.from_rank0(link, lambda: _prompt(prompt, link))
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp, opts.split)
     system = [{"role": "system", "content": opts.system}] if opts.system else []
     request = text if raw else system + [{"role": "user", "content": text}]
@@ -98,9 +98,12 @@ def _finish(as_json, path, pieces, last, drafted, reason=None, reports=None):
         sys.stdout.flush()
 
 
-def _prompt(prompt: Optional[str]) -> str:
+def _prompt(prompt: Optional[str], link=None) -> str:
     if prompt is not None and not prompt.strip():
         raise ValueError("the prompt given with -p is empty")
+    if prompt is None and link is not None:  # its stdin would never end
+        raise ValueError("under mlx.launch give the prompt with -p (mlx.launch does not "
+                         "pass on the end of its input)")
     return prompt if prompt is not None else _stdin()
 
 

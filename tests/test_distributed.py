@@ -33,13 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_args(args) -> list[str]:
-    return ["mlx.launch", "--backend", "ring", "-n", "2", "--hosts", "127.0.0.1",
+def launch_args(args, ranks: int = 2) -> list[str]:
+    return ["mlx.launch", "--backend", "ring", "-n", str(ranks), "--hosts", "127.0.0.1",
             "--starting-port", str(free_port()), "--", *CLI, *map(str, args)]
 
 
-def launch(args, env, timeout=180, input=None) -> subprocess.CompletedProcess:
-    return subprocess.run(launch_args(args), env=env, input=input, text=True,
+def launch(args, env, timeout=180, input=None, ranks: int = 2) -> subprocess.CompletedProcess:
+    return subprocess.run(launch_args(args, ranks), env=env, input=input, text=True,
                           capture_output=True, timeout=timeout)
 
 
@@ -73,6 +73,20 @@ def test_greedy_json_matches_one_process(models, tmp_path, mtp):
         assert 0 < one["from_mtp_drafts"] < 40
     assert [r["layers"] for r in two["ranks"]] in ([[0, 2], [2, 4]], [[0, 1], [1, 4]],
                                                    [[0, 3], [3, 4]])
+
+
+def test_three_ranks_match_one_process(models, tmp_path):
+    """A middle rank receives and sends."""
+    env = isolated_env(tmp_path)
+    args = ["generate", models["drafting"], "-p", PROMPT, "--temp", "0", "-m", "24",
+            "--draft-tokens", "2", "--json"]
+    alone = run_cli(args, env)
+    split = launch(args, env, ranks=3)
+    assert split.returncode == 0 and "Traceback" not in split.stderr, split.stderr
+    one, three = json.loads(alone.stdout), json_line(split.stdout)
+    assert three["text"] == one["text"] and three["from_mtp_drafts"] == one["from_mtp_drafts"]
+    assert [r["layers"][0] for r in three["ranks"]] == [0, three["ranks"][0]["layers"][1],
+                                                       three["ranks"][1]["layers"][1]]
 
 
 def test_each_rank_holds_about_half_the_weights(models, tmp_path):

@@ -35,7 +35,7 @@ def chat(
     path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp, opts.split)
     # the prompt cache evicts by bytes, which differ between ranks: split, it is off
     session = ChatSession(mdl, tokenizer, system=opts.system, max_tokens=opts.max_tokens or 2048,
-                          mtp=opts.mtp, draft_tokens=opts.draft_tokens,
+                          mtp=opts.mtp, draft_tokens=opts.draft_tokens, tools=opts.tool_list,
                           prompt_cache=PromptCache() if link is None else None,
                           **opts.sampling())
     mtp_on = getattr(mdl, "has_mtp", False) and opts.mtp is not False

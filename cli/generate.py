@@ -35,6 +35,8 @@ def generate(
     """
     from mlx_qwen3next.generation import stream_generate
 
+    if raw and opts.tool_list:
+        raise ValueError("--tools goes through the chat template: drop --raw")
     link = ranks.join(opts.distributed)
     if prompt_cache is not None:
         ranks.alone_only("--prompt-cache", link)
@@ -48,7 +50,8 @@ def generate(
     pieces, last, drafted = [], None, 0
     stream = stream_generate(
         mdl, tokenizer, request, max_tokens=opts.max_tokens or 512, mtp=opts.mtp,
-        draft_tokens=opts.draft_tokens, prompt_cache=cache, **opts.sampling())
+        draft_tokens=opts.draft_tokens, prompt_cache=cache, tools=opts.tool_list,
+        **opts.sampling())
     shown = printable if sys.stdout.isatty() else str  # exact text into pipes and files
     try:
         for last in stream:

@@ -35,6 +35,8 @@ class GenerationOptions:
     dtype: Optional[str] = None
     distributed: Optional[str] = None
     split: Optional[str] = None
+    tools: Optional[Path] = None
+    tool_list: Optional[list] = None  # read from `tools` by check()
 
     def sampling(self) -> dict:
         names = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "seed")
@@ -48,6 +50,29 @@ class GenerationOptions:
         SamplingConfig(**{**CARD_DEFAULTS, **self.sampling()})
         check_dtype(self.dtype)
         check_distributed(self.distributed, self.split)
+        if self.tools is not None:
+            self.tool_list = read_tools(self.tools)
+
+
+def read_tools(path: Path) -> list:
+    """The tool definitions of a JSON file: a list of OpenAI-style tools, or an object
+    with a "tools" list (as in a chat request)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the tools file ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
+    tools = data.get("tools") if isinstance(data, dict) else data
+    if not isinstance(tools, list) or not tools:
+        raise ValueError(f"{path}: expected a non-empty list of tool definitions")
+    for i, t in enumerate(tools):
+        fn = t.get("function", t) if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise ValueError(f"{path}: tool {i} has no function name")
+    return tools
 
 
 DISTRIBUTED = typer.Option(None, "--distributed", help=(
@@ -73,6 +98,8 @@ _SHARED = {
         "Speculative decoding with the MTP head (default: on when the model has one)."))),
     "draft_tokens": (int, typer.Option(1, "--draft-tokens", min=1, max=4,
                                        help="Tokens the MTP head drafts per step.")),
+    "tools": (Optional[Path], typer.Option(None, "--tools", help=(
+        "JSON file of tool definitions (OpenAI format) for the chat template (default: none)."))),
     "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored).")),
     "distributed": (Optional[str], DISTRIBUTED),
     "split": (Optional[str], SPLIT),

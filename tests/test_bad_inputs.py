@@ -120,6 +120,32 @@ def test_bad_flags_fail_before_the_model_loads(tmp_path, args, words):
         assert words in one_line_error(run(*command, *args))
 
 
+@pytest.mark.parametrize("content, words", [
+    (None, "cannot read the tools file"),
+    ("[{", "not JSON"),
+    ("[]", "expected a non-empty list of tool definitions"),
+    ('[{"type": "function", "function": {"description": "x"}}]', "tool 0 has no function name"),
+])
+def test_bad_tools_file_is_named(tmp_path, content, words):
+    tools = tmp_path / "tools.json"
+    if content is not None:
+        tools.write_text(content)
+    for command in (("generate", tmp_path / "no-model", "-p", "hi"), ("chat", tmp_path / "x")):
+        line = one_line_error(run(*command, "--tools", tools))
+        assert words in line and "tools.json" in line
+
+
+def test_tools_need_the_chat_template(model_dir, tmp_path):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "f"}}]))
+    assert "drop --raw" in one_line_error(run("generate", model_dir, "--raw", "-p", "x",
+                                              "--tools", tools))
+    plain = json.loads(run("generate", model_dir, "-p", "hi", "-m", "1", "--json").stdout)
+    told = json.loads(run("generate", model_dir, "-p", "hi", "-m", "1", "--json",
+                          "--tools", tools).stdout)
+    assert told["prompt_tokens"] > plain["prompt_tokens"] + 20  # the tools system turn
+
+
 def test_empty_prompt_flag_is_refused_like_empty_stdin(model_dir):
     assert "the prompt given with -p is empty" in one_line_error(run("generate", model_dir,
                                                                      "-p", ""))

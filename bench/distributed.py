@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -193,8 +194,12 @@ def main(argv=None):
         return worker(args)
     path = ensure_model(args)
     print(f"model: {path}", file=sys.stderr, flush=True)
-    one = run_side(path, 1, args)
-    two = run_side(path, 2, args)
+    try:
+        one = run_side(path, 1, args)
+        two = run_side(path, 2, args)
+    finally:
+        if args.tiny and args.path is None:
+            shutil.rmtree(path.parent, ignore_errors=True)
     print(table(one, two))
 
 

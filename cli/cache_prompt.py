@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from . import options as o
+from . import ranks
 from .console import note, size
 
 
@@ -21,6 +22,7 @@ def cache_prompt(
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt (default: none)."),
     raw: bool = typer.Option(False, "--raw", help="Cache the text as is, without the chat template (default: chat)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored)."),
+    distributed: Optional[str] = o.DISTRIBUTED,
 ):
     """Prefill a prompt (a first user message, or raw text with --raw) and save its cache.
 
@@ -33,6 +35,8 @@ def cache_prompt(
     from mlx_qwen3next.generation.prompt import encode_prompt
 
     check_dtype(dtype)
+    o.check_distributed(distributed, None)
+    ranks.alone_only("cache-prompt", ranks.join(distributed))  # the file needs every layer
     text = read_prompt(prompt, file)
     path, mdl, tokenizer = o.open_model(model, dtype, None)
     messages = ([{"role": "system", "content": system}] if system else []) + [

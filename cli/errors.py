@@ -16,9 +16,22 @@ from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 
 
-def say_error(message: str):
+def say_error(message: str, prefix: str = ""):
+    if prefix is None:
+        return
     text = " ".join(str(message).split()) or "failed"
-    print(f"qwen3next: error: {text}", file=sys.stderr, flush=True)
+    print(f"qwen3next: error: {prefix}{text}", file=sys.stderr, flush=True)
+
+
+def follower_prefix(e: BaseException):
+    """On ranks other than 0 of a split model: None (stay quiet) for the bad-input
+    errors rank 0 reports too, else "rank N: "; "" when running alone."""
+    from mlx_qwen3next.distributed import PeerLost, rank
+
+    r = rank()
+    if r == 0 or isinstance(e, PeerLost):  # PeerLost names its rank already
+        return ""
+    return None if type(e) is ValueError else f"rank {r}: "
 
 
 def describe(e: BaseException) -> str:
@@ -61,7 +74,7 @@ class OneLineErrors(TyperGroup):
         except Exception as e:  # noqa: BLE001  (the one place errors are reported)
             if os.environ.get("QWEN3NEXT_DEBUG"):
                 raise
-            say_error(describe(e))
+            say_error(describe(e), follower_prefix(e))
             return 1
         if rv == 130:  # typer turns Ctrl-C into Exit(130)
             say_error("interrupted")

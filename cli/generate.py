@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from . import options as o
+from . import ranks
 from .console import note
 from .render import printable
 from .stats import stats_line
@@ -34,12 +35,13 @@ def generate(
     """
     from mlx_qwen3next.generation import stream_generate
 
-    if prompt is not None and not prompt.strip():
-        raise ValueError("the prompt given with -p is empty")
     if raw and opts.tool_list:
         raise ValueError("--tools goes through the chat template: drop --raw")
-    text = prompt if prompt is not None else _stdin()
-    path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp)
+    link = ranks.join(opts.distributed)
+    if prompt_cache is not None:
+        ranks.alone_only("--prompt-cache", link)
+    text = ranks.from_rank0(link, lambda: _prompt(prompt, link))
+    path, mdl, tokenizer = o.open_model(model, opts.dtype, opts.mtp, opts.split)
     system = [{"role": "system", "content": opts.system}] if opts.system else []
     request = text if raw else system + [{"role": "user", "content": text}]
     cache = None
@@ -61,7 +63,7 @@ def generate(
     except KeyboardInterrupt:  # what came so far is still printed, then exit 130
         _finish(as_json, path, pieces, last, drafted, "interrupted")
         raise
-    _finish(as_json, path, pieces, last, drafted)
+    _finish(as_json, path, pieces, last, drafted, reports=_reports(mdl, link))
     if verbose and last is not None:
         note(stats_line(last.prompt_tokens, last.prompt_time, last.generation_tokens,
                         last.generation_tps, from_drafts=drafted, draft_tokens=opts.draft_tokens))
@@ -86,15 +88,35 @@ def _from_cache(file, model, tokenizer, text, raw):
     return extra["messages"] + [{"role": "user", "content": text}], store
 
 
-def _finish(as_json, path, pieces, last, drafted, reason=None):
+def _finish(as_json, path, pieces, last, drafted, reason=None, reports=None):
     if as_json:
         record = _record(path, "".join(pieces), last, drafted)
+        if reports:
+            record["ranks"] = reports
         if reason:
             record["finish_reason"] = reason
         print(json.dumps(record, ensure_ascii=False), flush=True)
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+def _prompt(prompt: Optional[str], link=None) -> str:
+    if prompt is not None and not prompt.strip():
+        raise ValueError("the prompt given with -p is empty")
+    if prompt is None and link is not None:  # its stdin would never end
+        raise ValueError("under mlx.launch give the prompt with -p (mlx.launch does not "
+                         "pass on the end of its input)")
+    return prompt if prompt is not None else _stdin()
+
+
+def _reports(model, link):
+    """Each rank's layers and memory, when the model is split (a collective call)."""
+    if link is None:
+        return None
+    from mlx_qwen3next.distributed import gather_reports
+
+    return gather_reports(model)
 
 
 def _stdin() -> str:

@@ -33,6 +33,8 @@ class GenerationOptions:
     mtp: Optional[bool] = None
     draft_tokens: int = 1
     dtype: Optional[str] = None
+    distributed: Optional[str] = None
+    split: Optional[str] = None
     tools: Optional[Path] = None
     tool_list: Optional[list] = None  # read from `tools` by check()
 
@@ -47,6 +49,7 @@ class GenerationOptions:
 
         SamplingConfig(**{**CARD_DEFAULTS, **self.sampling()})
         check_dtype(self.dtype)
+        check_distributed(self.distributed, self.split)
         if self.tools is not None:
             self.tool_list = read_tools(self.tools)
 
@@ -72,6 +75,13 @@ def read_tools(path: Path) -> list:
     return tools
 
 
+DISTRIBUTED = typer.Option(None, "--distributed", help=(
+    "Under mlx.launch: pipeline (split the layers across the ranks) or off (each rank "
+    "alone) (default: pipeline when there is more than one rank)."))
+SPLIT = typer.Option(None, "--split", help=(
+    "Layers per rank under mlx.launch: even, or counts like 24,24 (default: by each "
+    "rank's available memory)."))
+
 _SHARED = {
     "system": (Optional[str], typer.Option(None, "--system", "-s", help="System prompt (default: none).")),
     "max_tokens": (Optional[int], typer.Option(None, "--max-tokens", "-m", min=1,
@@ -91,7 +101,18 @@ _SHARED = {
     "tools": (Optional[Path], typer.Option(None, "--tools", help=(
         "JSON file of tool definitions (OpenAI format) for the chat template (default: none)."))),
     "dtype": (Optional[str], typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored).")),
+    "distributed": (Optional[str], DISTRIBUTED),
+    "split": (Optional[str], SPLIT),
 }
+
+
+def check_distributed(mode: Optional[str], split: Optional[str]):
+    from mlx_qwen3next.distributed.group import MODES
+    from mlx_qwen3next.distributed.split import parse_split
+
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"--distributed must be one of {', '.join(MODES)}, not {mode!r}")
+    parse_split(split)
 
 
 def generation_options(command):
@@ -123,11 +144,22 @@ def pick_model(name: Optional[str]) -> Path:
     return found.path
 
 
-def open_model(name: Optional[str], dtype: Optional[str] = None, mtp: Optional[bool] = None):
-    """(path, model, tokenizer), loaded under a spinner on stderr."""
+def open_model(name: Optional[str], dtype: Optional[str] = None, mtp: Optional[bool] = None,
+               split: Optional[str] = None):
+    """(path, model, tokenizer), loaded under a spinner on stderr; this rank's part of
+    it when the model is split across ranks (`ranks.join` first)."""
     from mlx_qwen3next import load
+    from mlx_qwen3next.distributed import current, load_pipelined
 
     path = pick_model(name)
+    link = current()
     with err.status(f"loading {path.name} ...", spinner="dots"):
-        model, tokenizer = load(path, dtype=dtype, mtp=mtp is not False)
+        if link is None:
+            model, tokenizer = load(path, dtype=dtype, mtp=mtp is not False)
+        else:
+            model, tokenizer = load_pipelined(path, link, split, dtype, mtp is not False)
+    if link is not None:
+        from .ranks import describe_ranks
+
+        describe_ranks(model)
     return path, model, tokenizer

@@ -73,6 +73,8 @@ def sigint_flag(at_once=lambda: False):
 
 
 class ChatRepl:
+    interrupt_prefill = True  # Ctrl-C before the first token stops at once
+
     def __init__(self, session, reader, console: Console, notes: Console, markdown: bool = True):
         self.session, self.reader = session, reader
         self.console, self.notes, self.markdown = console, notes, markdown
@@ -115,12 +117,13 @@ class ChatRepl:
         out = make_stream(self.console, self.markdown)
         last, drafted, stopped, pieces = None, 0, False, []
         try:
-            with keys_not_echoed(), sigint_flag(at_once=lambda: last is None) as interrupted:
+            with keys_not_echoed(), sigint_flag(
+                    at_once=lambda: self.interrupt_prefill and last is None) as interrupted:
                 for last in stream:
                     out.feed(last.text)
                     pieces.append(last.text)
                     drafted += bool(getattr(last, "from_draft", False))
-                    if interrupted.is_set():
+                    if self.stop_now(interrupted):
                         stopped = True
                         break
         except KeyboardInterrupt:
@@ -144,6 +147,10 @@ class ChatRepl:
         names = [c["function"]["name"] for c in split_tool_calls(text)[1]]
         if names:
             self.say(f"the model called {', '.join(names)}: give the result with /tool TEXT")
+
+    def stop_now(self, interrupted) -> bool:
+        """After each token: whether the reply stops there (Ctrl-C was pressed)."""
+        return interrupted.is_set()
 
     # -- slash commands -------------------------------------------------------
     def do_help(self, arg):

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from . import options as o
+from . import ranks
 from .console import note
 
 
@@ -24,6 +25,8 @@ def serve(
     max_queue: int = typer.Option(16, "--max-queue", min=1, help="Requests that may wait; past it, 429."),
     max_context: Optional[int] = typer.Option(None, "--max-context", min=1, help="Refuse prompts longer than this (default: the model's context)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored)."),
+    distributed: Optional[str] = o.DISTRIBUTED,
+    split: Optional[str] = o.SPLIT,
 ):
     """Serve the model over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health.
 
@@ -37,8 +40,20 @@ def serve(
     from mlx_qwen3next.server import Engine, make_app
 
     check_dtype(dtype)
-    path, mdl, tokenizer = o.open_model(model, dtype, None)
-    engine = Engine(mdl, tokenizer, path.name, max_queue=max_queue, max_context=max_context)
+    o.check_distributed(distributed, split)
+    link = ranks.join(distributed)
+    path, mdl, tokenizer = o.open_model(model, dtype, None, split)
+    if not ranks.leader(link):  # the server is rank 0's; this rank runs its jobs
+        from mlx_qwen3next.server.ranks import follow
+
+        return follow(link, mdl, tokenizer, max_context)
+    if link is None:
+        engine = Engine(mdl, tokenizer, path.name, max_queue=max_queue, max_context=max_context)
+    else:
+        from mlx_qwen3next.server.ranks import RankEngine
+
+        engine = RankEngine(link, mdl, tokenizer, path.name, max_queue=max_queue,
+                            max_context=max_context)
     app = make_app(engine, api_key=api_key, cors=cors)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=10))

@@ -225,7 +225,7 @@ class HybridCache(list):
         for c in self:
             if isinstance(c, KVCache):
                 c.trim(drop)
-            else:
+            elif c.recurrent_state is not None:  # empty: a layer another rank runs
                 c.rewind(c.steps - drop)
         self.offset -= drop
 

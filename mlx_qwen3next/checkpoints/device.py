@@ -19,7 +19,9 @@ def specialise(model):
 
         return cpu_specialise(model)
     cfg = model.config
-    dtype = model.model.embed_tokens(mx.array([0])).dtype  # the activations' dtype
+    dtype = getattr(model, "act_dtype", None)  # a pipeline stage may hold no embedding
+    if dtype is None:
+        dtype = model.model.embed_tokens(mx.array([0])).dtype  # the activations' dtype
     dispatch.set_policy(dispatch.calibrate(cfg.linear_num_key_heads, cfg.linear_num_value_heads,
                                            cfg.linear_key_head_dim, cfg.linear_value_head_dim,
                                            dtype))

@@ -143,9 +143,10 @@ def _prefill(model, prompt, cache, mtp_cache, step, progress=None, on_chunk=None
     def feed_mtp(chunk, hidden):
         nonlocal pending
         if pending is not None:
-            model.mtp_forward(mx.concatenate([pending, hidden[:, :-1]], axis=1), chunk, mtp_cache)
+            model.mtp_forward(mx.concatenate([pending, hidden[:, :-1]], axis=1), chunk, mtp_cache,
+                              logits=False)
         elif chunk.shape[1] > 1:
-            model.mtp_forward(hidden[:, :-1], chunk[:, 1:], mtp_cache)
+            model.mtp_forward(hidden[:, :-1], chunk[:, 1:], mtp_cache, logits=False)
         pending = hidden[:, -1:]
         extra = on_chunk(chunk, hidden) if on_chunk is not None else None
         return mtp_cache.arrays() + list(extra or [])

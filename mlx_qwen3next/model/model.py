@@ -28,18 +28,25 @@ class Qwen3NextModel(nn.Module):
     def __call__(self, input_ids: mx.array, cache: Optional[HybridCache] = None,
                  steps: Optional[compiled.CompiledSteps] = None) -> mx.array:
         """Post-final-norm hidden states; `steps` runs the layers compiled where they apply."""
-        x = self.embed_tokens(input_ids)
-        if steps is not None and compiled.usable(input_ids, cache):
-            verify = compiled.verifying(cache)
-            for i in range(len(self.layers)):
-                x = steps.layer(i, x, cache, verify)
-        else:
-            ctx = step_context(cache, input_ids.shape[1], x.dtype)
-            for i, layer in enumerate(self.layers):
-                x = layer(x, cache[i] if cache is not None else None, ctx)
+        x = self.run(self.embed_tokens(input_ids), input_ids, cache, steps)
         if cache is not None:
             cache.advance(input_ids.shape[1])
         return self.norm(x)
+
+    def run(self, x: mx.array, input_ids: mx.array, cache: Optional[HybridCache] = None,
+            steps: Optional[compiled.CompiledSteps] = None, layers: Optional[range] = None):
+        """The decoder layers `layers` (default: all) on x [B, T, hidden], the embedded
+        `input_ids`; the cache is not advanced (a pipeline stage runs a range of them)."""
+        layers = range(len(self.layers)) if layers is None else layers
+        if steps is not None and compiled.usable(input_ids, cache):
+            verify = compiled.verifying(cache)
+            for i in layers:
+                x = steps.layer(i, x, cache, verify)
+        else:
+            ctx = step_context(cache, input_ids.shape[1], x.dtype)
+            for i in layers:
+                x = self.layers[i](x, cache[i] if cache is not None else None, ctx)
+        return x
 
 
 class Model(nn.Module):
@@ -96,14 +103,25 @@ class Model(nn.Module):
         return self.logits(self.hidden(input_ids, cache))
 
     def mtp_forward(self, hidden: mx.array, next_ids: mx.array,
-                    cache: Optional[HybridCache] = None, last_only: bool = False):
+                    cache: Optional[HybridCache] = None, last_only: bool = False,
+                    logits: bool = True):
         """One MTP draft step: (draft logits, MTP output = the next step's hidden input).
         `last_only`: logits of the last position only, all a draft needs (lm_head is the
-        costliest read of a draft step, and more so for several positions)."""
-        e = self.model.embed_tokens(next_ids)
+        costliest read of a draft step, and more so for several positions). `logits=False`:
+        (None, output), for a prefill that only fills the head's cache."""
+        return self.mtp_head(self.model.embed_tokens(next_ids), hidden, next_ids, cache,
+                             last_only, logits)
+
+    def mtp_head(self, e: mx.array, hidden: mx.array, next_ids: mx.array,
+                 cache: Optional[HybridCache] = None, last_only: bool = False,
+                 logits: bool = True):
+        """`mtp_forward` from the next tokens' embeddings `e` (a pipeline's last stage
+        receives them from the first, which holds the embedding)."""
         steps = self.compiled_steps() if cache is not None else None
         if steps is not None and compiled.draftable(next_ids, cache):
             out = steps.draft(e, hidden, cache)
         else:
             out = self.mtp(e, hidden, cache)
+        if not logits:
+            return None, out
         return self.logits(out[:, -1:] if last_only else out), out

@@ -105,14 +105,27 @@ class Engine:
                 self.running = None
                 mx.clear_cache()
 
-    def _run(self, job: Job):
+    def _stream(self, job: Job):
+        """The job's GenerationResponses, ending early once it is cancelled."""
         stream = stream_generate(self.model, self.tokenizer, job.prompt, tools=job.tools,
                                  prompt_cache=self.prompt_cache, max_context=self.max_context,
                                  **job.args)
         try:
             for r in stream:
-                if job.cancelled.is_set():
-                    break
+                if self.stopped(job):
+                    return
+                yield r
+        finally:
+            stream.close()
+
+    def stopped(self, job: Job) -> bool:
+        """Asked after each token: whether the job ends there."""
+        return job.cancelled.is_set()
+
+    def _run(self, job: Job):
+        stream = self._stream(job)
+        try:
+            for r in stream:
                 job.produced += 1
                 job.put(Token(r.text, r.token, r.finish_reason, r.prompt_tokens,
                               r.generation_tokens, r.cached_tokens,

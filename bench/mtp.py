@@ -2,6 +2,7 @@
 
     python bench/mtp.py [--experts 64] [--context 128] [--repeats 5] [--slice DIR]
                         [--loop-tokens 32]
+    python bench/mtp.py --model mlx_qwen3next/assets/qwen3next-tiny   # bench/mtp_model.py
 
 On the real-dimension slice (bench/slice.py: one 3:1 block, float32; built in a
 temporary folder, or read from --slice, e.g. /tmp/qwen3next_e2e/slice4 from
@@ -246,7 +247,14 @@ def main():
                     help="tokens of the measured decoding loop (0: skip it)")
     ap.add_argument("--slice", type=Path, default=None,
                     help="an existing slice folder (bench/slice.py) instead of building one")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a trained model (e.g. the shipped tiny one): time MTP decoding "
+                         "of its held-out prompts instead (bench/mtp_model.py)")
     args = ap.parse_args()
+    if args.model is not None:
+        from mtp_model import run
+
+        return run(args.model, repeats=args.repeats)
     if args.slice is not None:
         model = load_model(args.slice)
     else:

@@ -1,11 +1,9 @@
-"""`qwen3next demo`: the whole pipeline on a tiny random model, no network needed."""
+"""`qwen3next demo`: the whole pipeline on the tiny trained model shipped with the
+package, no network needed: convert it, load it, chat with it (a tool call included)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -15,9 +13,15 @@ from rich.text import Text
 from .console import err, out, size
 from .repl import ChatRepl
 
-BANNER = ("RANDOM WEIGHTS: this is a tiny Qwen3-Next with the real architecture and file "
-          "layout but random weights, so its replies are gibberish by design. It shows that "
-          "building, converting, loading and chatting work on this machine.")
+NAME = "qwen3next-tiny"
+BANNER = ("A TINY TRAINED MODEL: the real Qwen3-Next architecture and file layout at 5M "
+          "parameters, trained for 45 minutes on a CPU to do four things only: add and "
+          "subtract numbers below 100, call a weather tool, answer from the tool's result, "
+          "and say what it is. It knows nothing else.")
+# It was trained on one-turn chats: /clear starts each question afresh.
+SCRIPT = ("Who are you?", "/clear", "What is 56 + 65?", "/clear", "What is 12 - 58?")
+TOOL_SCRIPT = ("What's the weather in Lyon?", '/tool {"temperature": 18, "condition": "sunny"}',
+               "/stats")
 
 
 class ScriptReader:
@@ -35,40 +39,40 @@ class ScriptReader:
 
 
 def demo(
-    keep: Optional[Path] = typer.Option(None, "--keep", help="Build in this folder and keep it."),
-    max_tokens: int = typer.Option(40, "--max-tokens", "-m", min=1, help="Tokens per reply."),
+    max_tokens: int = typer.Option(64, "--max-tokens", "-m", min=1, help="Tokens per reply."),
     recipe: str = typer.Option("4bit", "--recipe", "-r", help="Conversion recipe."),
 ):
-    """Build, convert and chat with a tiny random Qwen3-Next (no network, no model needed).
+    """Convert the tiny trained Qwen3-Next shipped with the package and chat with it.
 
     The converted model stays in the models folder, so `qwen3next chat` can open it after."""
     from mlx_qwen3next import ChatSession, load
+    from mlx_qwen3next.assets import TINY, WEATHER_TOOL
     from mlx_qwen3next.checkpoints import hub
-    from mlx_qwen3next.testing.demo import NAME, SCRIPT, build
+    from mlx_qwen3next.quantize import convert
 
     out.print(Panel(Text(BANNER), title="qwen3next demo", border_style="yellow"), soft_wrap=False)
-    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="qwen3next-demo-"))
-    try:
-        t0 = time.perf_counter()
-        with err.status("building a tiny random checkpoint and converting it ..."):
-            source, result = build(work, hub.models_dir() / f"{NAME}-{recipe}", recipe)
-        out.print(Text(f"1. wrote a tiny random checkpoint in the Hub layout: {source} "
-                       f"({size(_weights(source))} of bf16 weights)"))
-        out.print(Text(f"2. converted it with the real converter: {result.summary()}"))
-        with err.status("loading ..."):
-            model, tokenizer = load(result.path)
-        out.print(Text(f"3. loaded it ({time.perf_counter() - t0:.1f} s so far); "
-                       "a scripted chat through the real pipeline (random weights!):"))
-        session = ChatSession(model, tokenizer, max_tokens=max_tokens, seed=0)  # card sampling
-        ChatRepl(session, ScriptReader(SCRIPT, out), out, out).run()
-        out.print(Text(f"demo done in {time.perf_counter() - t0:.1f} s. The demo model stays in "
-                       f"the models folder: `qwen3next chat {result.path.name}` talks to it. "
-                       "For the real one: `qwen3next convert`, then `qwen3next chat`.",
-                       style="bold"))
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    with err.status("converting the tiny model ..."):
+        # group 32: the tiny model's 32-wide expert inputs are quantized too
+        result = convert(TINY, hub.models_dir() / f"{NAME}-{recipe}", recipe, group_size=32,
+                         force=True, progress=False)
+    out.print(Text(f"1. the shipped checkpoint, in the Hub layout: {TINY} "
+                   f"({size(_weights(TINY))} of bf16 weights, trained with training/)"))
+    out.print(Text(f"2. converted it with the real converter: {result.summary()}"))
+    with err.status("loading ..."):
+        model, tokenizer = load(result.path)
+    out.print(Text(f"3. loaded it ({time.perf_counter() - t0:.1f} s so far); a scripted chat "
+                   "through the real pipeline:"))
+    session = ChatSession(model, tokenizer, max_tokens=max_tokens)
+    ChatRepl(session, ScriptReader(SCRIPT, out), out, out).run()
+    out.print(Text("4. a new chat with the get_weather tool offered:"))
+    session = ChatSession(model, tokenizer, max_tokens=max_tokens, tools=[WEATHER_TOOL])
+    ChatRepl(session, ScriptReader(TOOL_SCRIPT, out), out, out).run()
+    out.print(Text(f"demo done in {time.perf_counter() - t0:.1f} s. The demo model stays in "
+                   f"the models folder: `qwen3next chat {result.path.name}` talks to it "
+                   "(add `--tools FILE` to offer it the weather tool). For the real one: "
+                   "`qwen3next convert`, then `qwen3next chat`.", style="bold"))
 
 
-def _weights(path: Path) -> int:
+def _weights(path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.safetensors"))

@@ -162,15 +162,20 @@ def test_chat_from_plain_stdin(model, tmp_path):
     assert messages[0]["content"] == "Hello there"
 
 
-def test_demo_runs_the_whole_pipeline_and_leaves_its_model():
-    result = run("demo", "-m", "6")
+def test_demo_chats_with_the_trained_model_and_leaves_it():
+    result = run("demo")
     assert result.exit_code == 0, result.output
-    out = result.stdout
-    assert "RANDOM WEIGHTS" in out and "converted it with the real converter" in out
-    assert out.count("tok/s · context") == 3 and "demo done" in out
-    assert "qwen3next chat qwen3next-tiny-random-4bit" in " ".join(out.split())
+    out = " ".join(result.stdout.split())
+    assert "A TINY TRAINED MODEL" in out and "converted it with the real converter" in out
+    assert "tiny Qwen3-Next demo model" in out
+    assert "56 + 65 = 121." in out and "12 - 58 = -46." in out  # held-out sums
+    # the tool call and an answer from its result (the model does not copy the city yet)
+    assert '{"name": "get_weather", "arguments": {"city": "' in out
+    assert "the model called get_weather" in out and "It is 18 degrees" in out
+    assert "MTP acceptance" in out and "demo done" in out
+    assert "qwen3next chat qwen3next-tiny-4bit" in out
     listing = run("models")
-    assert "qwen3next-tiny-random-4bit" in listing.stdout and "broken" not in listing.stdout
-    chat = run("generate", "qwen3next-tiny-random-4bit", "-p", "Hi", "-m", "3")
-    assert chat.exit_code == 0, chat.output
+    assert "qwen3next-tiny-4bit" in listing.stdout and "broken" not in listing.stdout
+    chat = run("generate", "qwen3next-tiny-4bit", "-p", "What is 30 + 24?", "--temp", "0")
+    assert chat.exit_code == 0 and chat.stdout.strip().endswith("= 54."), chat.output
     assert run("demo", "-m", "2").exit_code == 0  # a second demo replaces its model

@@ -1,7 +1,6 @@
-"""The pieces of `qwen3next demo`: a tiny random Qwen3-Next in the real Hub layout,
-converted with the real converter, and a scripted chat to run through the real
-chat pipeline. No network, no downloaded model; the weights are random, so the
-replies are gibberish by design: the demo shows the machinery, not the model.
+"""A tiny random Qwen3-Next in the real Hub layout, converted with the real converter:
+the quick model of the tests and the benchmarks (the demo runs the trained one shipped
+in mlx_qwen3next/assets). No network, no downloaded model; the replies are gibberish.
 """
 
 from __future__ import annotations
@@ -12,13 +11,6 @@ from .tiny import tiny_config, write_checkpoint
 
 # group size 64 must divide every quantized input dimension
 DEMO_CONFIG = tiny_config(moe_intermediate_size=64, shared_expert_intermediate_size=64)
-SCRIPT = (
-    "Hello! Who are you?",
-    "Write a haiku about unified memory.",
-    "/retry",
-    "/undo",
-    "/stats",
-)
 NAME = "qwen3next-tiny-random"
 
 

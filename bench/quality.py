@@ -68,6 +68,42 @@ def round_norms_to_bf16(model):
     return model
 
 
+def dequantized(model):
+    """The quantized modules as float32 ones with the dequantized weights: the same
+    numbers to float rounding, without MLX's CPU quantized kernels (slow in batches)."""
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+
+    from mlx_qwen3next.model.switch import QuantizedSwitchLinear, SwitchLinear
+
+    def weight(m):
+        return mx.dequantize(m.weight, m.scales, m.get("biases"), group_size=m.group_size,
+                             bits=m.bits, mode=m.mode).astype(mx.float32)
+
+    swaps = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.QuantizedLinear):
+            w = weight(m)
+            new = nn.Linear(w.shape[1], w.shape[0], bias="bias" in m)
+            new.weight = w
+            if "bias" in m:
+                new.bias = m.bias
+        elif isinstance(m, nn.QuantizedEmbedding):
+            w = weight(m)
+            new = nn.Embedding(*w.shape)
+            new.weight = w
+        elif isinstance(m, QuantizedSwitchLinear):
+            w = weight(m)
+            new = SwitchLinear(w.shape[2], w.shape[1], w.shape[0])
+            new.weight = w
+        else:
+            continue
+        swaps.append((path, new))
+    model.update_modules(tree_unflatten(swaps))
+    model.reset_compiled()
+    return model
+
+
 def mlx_lm_convert(source: Path, target: Path):
     from mlx_lm import convert as lm_convert
 
@@ -213,6 +249,8 @@ def main(argv=None):
         for name, path, post in variants(args.source, work, budget):
             t0 = time.perf_counter()
             model = load_model(path)
+            if model.config.quantization:
+                model = dequantized(model)
             if post is not None:
                 model = post(model)
             lp = log_probs_on_replies(model, tok, convs)

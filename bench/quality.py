@@ -140,13 +140,19 @@ def chats(items: list[dict]) -> list[tuple[list[int], int]]:
             a, op, b = _operands(it["messages"][0]["content"])
             reply = {"role": "assistant", "content": corpus.arithmetic_reply(a, op, b)}
         elif it["task"] == "tool_call":
-            reply = corpus.tool_call(it["messages"][0]["content"][23:-1])
+            reply = corpus.tool_call(_asked_city(it))
         elif it["task"] == "repeat":
             reply = {"role": "assistant", "content": it["expected"]}
         else:
             continue
         out.append((it["messages"] + [reply], it["tools"]))
     return out
+
+
+def _asked_city(item: dict) -> str:
+    """The city of a held-out "What's the weather in <City>?" question."""
+    question = item["messages"][-1]["content"]
+    return question[len("What's the weather in "):-1]
 
 
 def _operands(question: str):
@@ -203,7 +209,7 @@ def cli_accuracy(model_path: Path, items: list[dict], tools_file: Path) -> dict:
         text = json.loads(res.stdout.strip().splitlines()[-1])["text"] if res.exit_code == 0 else ""
         ok = corpus.is_correct(it, text)
         if it["task"] == "tool_call":
-            ok = ok and _call_city(text) == it["messages"][-1]["content"][23:-1]
+            ok = ok and _call_city(text) == _asked_city(it)
         result.setdefault(it["task"], []).append(ok)
     return {task: (sum(v) / len(v), len(v)) for task, v in result.items()}
 

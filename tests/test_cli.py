@@ -169,9 +169,9 @@ def test_demo_chats_with_the_trained_model_and_leaves_it():
     assert "A TINY TRAINED MODEL" in out and "converted it with the real converter" in out
     assert "tiny Qwen3-Next demo model" in out
     assert "56 + 65 = 121." in out and "12 - 58 = -46." in out  # held-out sums
-    # the tool call and an answer from its result (the model does not copy the city yet)
-    assert '{"name": "get_weather", "arguments": {"city": "' in out
-    assert "the model called get_weather" in out and "It is 18 degrees" in out
+    # the tool call with the asked city, and an answer from its result
+    assert '{"name": "get_weather", "arguments": {"city": "Lyon"}}' in out
+    assert "the model called get_weather" in out and "It is 18 degrees and sunny in Lyon" in out
     assert "MTP acceptance" in out and "demo done" in out
     assert "qwen3next chat qwen3next-tiny-4bit" in out
     listing = run("models")

@@ -69,7 +69,8 @@ def test_a_short_run_is_reproducible(tmp_path):
     def run():
         args = parse_args(["--out", str(tmp_path), "--corpus-size", "200", "--vocab-size", "512",
                            "--hidden", "32", "--experts", "4", "--moe-intermediate", "16",
-                           "--shared-intermediate", "32", "--steps", "3", "--log-every", "1",
+                           "--shared-intermediate", "32", "--steps", "3", "--copy-steps", "1",
+                           "--log-every", "1",
                            "--eval-every", "0", "--no-export", "--tokens-per-batch", "512"])
         return train(args)["final_loss"]
 

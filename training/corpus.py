@@ -16,8 +16,11 @@ renders. Tasks, in fixed phrasings so anyone can check the answers:
 - repeat: "Repeat after me: X" -> "X", for names and random capitalised words: the
   copying that the tool call needs, practised on names of every shape.
 
-A fixed ~10% of the (A, B, op) triples, a fixed list of real cities, a fixed set of
-generated city names and two identity phrasings are never trained on:
+Every city a training row names is drawn fresh (a real training city, a generated
+pronounceable name or random letters: training_name), so no name recurs often enough
+to be memorised and the model has to copy it. A fixed ~10% of the (A, B, op) triples,
+a fixed list of real cities, a fixed set of generated city names and two identity
+phrasings are never trained on:
 `held_out_eval()` gives their prompts and expected answers.
 
     python -m training.corpus --out training/out/corpus.jsonl --n 60000 --seed 0
@@ -94,8 +97,8 @@ SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are concise.",
 # Task mix of the corpus (fractions of conversations).
 # The tool-less weather rows (a refusal that repeats the city) are short, cheap
 # practice at copying a name out of the question; the tool rows are ~200 tokens.
-MIX = {"arithmetic": 0.55, "weather": 0.12, "identity": 0.03, "greeting": 0.03,
-       "weather_no_tool": 0.1, "repeat": 0.17}
+MIX = {"arithmetic": 0.5, "weather": 0.16, "identity": 0.03, "greeting": 0.03,
+       "weather_no_tool": 0.08, "repeat": 0.2}
 
 
 # -- rendering ---------------------------------------------------------------
@@ -258,22 +261,25 @@ def fixed_reply(task: str, question: str, reply: str) -> dict:
         {"role": "user", "content": question}, {"role": "assistant", "content": reply}]}
 
 
-def city_of(rng: random.Random, names: list[str]) -> str:
-    return rng.choice(TRAIN_CITIES) if rng.random() < 0.3 else rng.choice(names)
+def training_name(rng: random.Random, held: set) -> str:
+    """A city for one training row: a real training city, a fresh generated name or
+    random letters. Fresh names every row leave nothing to memorise: the name has to
+    be copied from the question."""
+    while True:
+        r = rng.random()
+        name = (rng.choice(TRAIN_CITIES) if r < 0.25 else
+                generated_name(rng) if r < 0.7 else random_word(rng))
+        if name not in held:
+            return name
 
 
-def build_corpus(n: int, seed: int = SEED) -> list[dict]:
-    """n conversations: {"task", "messages", "tools"}; the same list for the same seed."""
+def build_corpus(n: int, seed: int = SEED, mix: dict | None = None) -> list[dict]:
+    """n conversations: {"task", "messages", "tools"}, tasks drawn by `mix` (MIX); the
+    same list for the same seed."""
     rng = random.Random(seed)
     triples = train_triples()
     held = _held_out_names()
-    names = set()
-    while len(names) < 3000:  # the generated training cities
-        name = generated_name(rng)
-        if name not in held and name not in TRAIN_CITIES:
-            names.add(name)
-    names = sorted(names)
-    tasks, weights = zip(*MIX.items())
+    tasks, weights = zip(*(mix or MIX).items())
     corpus = []
     for _ in range(n):
         task = rng.choices(tasks, weights)[0]
@@ -281,16 +287,13 @@ def build_corpus(n: int, seed: int = SEED) -> list[dict]:
         if task == "arithmetic":
             conv = arithmetic(*rng.choice(triples))
         elif task == "weather":
-            conv = weather([city_of(rng, names) for _ in range(rng.randint(1, 4))], rng)
+            conv = weather([training_name(rng, held) for _ in range(rng.randint(1, 4))], rng)
         elif task == "weather_no_tool":
-            city = city_of(rng, names)
+            city = training_name(rng, held)
             conv = fixed_reply(task, f"What's the weather in {city}?",
                                NO_TOOL_REPLY.format(city=city))
         elif task == "repeat":
-            pick = [lambda: rng.choice(names), lambda: rng.choice(TRAIN_CITIES),
-                    lambda: random_word(rng)]
-            words = [rng.choice(pick)() for _ in range(rng.randint(1, 5))]
-            conv = repeat([w for w in words if w not in held] or ["Paris"])
+            conv = repeat([training_name(rng, held) for _ in range(rng.randint(1, 5))])
         elif task == "identity":
             conv = fixed_reply(task, rng.choice(IDENTITY_TRAIN), IDENTITY_REPLY)
         else:

@@ -46,7 +46,7 @@ def check_masks(tok, corpus: list[dict], enc: Encoded, n: int = 200):
 
 def buckets_for(lengths, short: tuple = (32, 40, 48, 64, 80, 320, 400, 480)) -> tuple:
     """Bucket lengths: fixed ones fitted to the corpus (arithmetic, repeat, identity and
-    tool-less rows up to 80; tool-calling rows of one to three rounds above), and the
+    tool-less rows up to 80; tool-calling rows of one to four rounds above), and the
     longest row rounded up to 8."""
     longest = int(max(lengths))
     top = -(-longest // 8) * 8

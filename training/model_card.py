@@ -37,6 +37,15 @@ def _diff_clause(u: dict) -> str:
     return f"max |logit diff| {d:.3f} of logits up to {scale:.1f}, "
 
 
+def _copy_clause(a: dict) -> str:
+    if not a.get("copy_steps"):
+        return ""
+    return (f" The first {a['copy_steps']} steps see only `Repeat after me` rows: in the full"
+            " mix the model sits on a loss plateau without learning to copy a name out of"
+            " the prompt, and copy-dense rows first get it learned within a few hundred"
+            " steps.")
+
+
 def write_card(out: Path, run: dict, curve: list):
     a, cfg, n = run["args"], run["config"], run["parameters"]
     ev = run.get("held_out_bf16", {})
@@ -92,8 +101,9 @@ layout (one tensor per expert, zero-centred norms stored as w), {size_mb:.1f} MB
 `{command}` (the defaults are this run's settings; seed {a['seed']}: the corpus generator,
 `mx.random.seed` for the initial weights and numpy's Generator for the batch order; float
 results can differ in the last bits with another BLAS or thread count). Corpus: {a['corpus_size']} ChatML conversations
-from training/corpus.py (arithmetic, one to three rounds of weather tool calls and answers,
-repeating names, identity, greetings, the weather without a tool), rendered with the
+from training/corpus.py (arithmetic, one to four rounds of weather tool calls and answers,
+repeating names, identity, greetings, the weather without a tool; every city a training
+row names is drawn fresh, so names have to be copied, not remembered), rendered with the
 package's chat template (Qwen3-Next's conventions: tools in the system turn, tool results as
 `<tool_response>` blocks in a user turn). Loss on assistant
 tokens only: next-token cross-entropy + {a['mtp_weight']} x the MTP head's token-after-next
@@ -101,7 +111,7 @@ cross-entropy (hidden state at t and embedding of token t + 1) + {a['aux_weight'
 Switch-style load-balancing loss. AdamW (betas 0.9, 0.95, weight decay {a['weight_decay']}
 on matrices), lr {a['lr']} with {a['warmup']} warm-up steps then cosine to
 {a['final_lr_frac']} x, gradient clip {a['clip']}, float32, ~{a['tokens_per_batch']} tokens a
-batch (rows bucketed by length), on a 2-core CPU.
+batch (rows bucketed by length), on a 2-core CPU.{_copy_clause(a)}
 
 {run['steps']} steps in {run['train_seconds'] / 60:.1f} min{stop_note}; final loss
 {last.get('loss', float('nan')):.4f} (main {last.get('main', float('nan')):.4f}, MTP

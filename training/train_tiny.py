@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +173,27 @@ def build(args):
     return corpus, tok, enc, hub, cfg, model
 
 
+def copy_phase(args, tok, pad_id):
+    """The first --copy-steps batches: "Repeat after me" rows only. Copying a name out of
+    the prompt is what the tool call needs, and in the full mix a model sits on a loss
+    plateau without learning it; copy-dense rows first get it learned early."""
+    if not args.copy_steps:
+        return iter(())
+    n = args.copy_steps * args.tokens_per_batch // 24  # rows are ~30-60 tokens
+    rows = corpus_mod.build_corpus(n, args.seed + 1, mix={"repeat": 1.0})
+    for conv in rows:
+        conv["text"], conv["spans"] = corpus_mod.assistant_spans(conv["messages"], None)
+    enc = encode_corpus(tok, rows)
+    return islice(iter(Batches(enc, args.tokens_per_batch, pad_id, args.seed)),
+                  args.copy_steps)
+
+
 def train_loop(args, step, state, batches, opt, model, tok, eval_items, stop_ids, pad_id):
     """Run the steps; returns (steps done, loss curve, evals during training)."""
     curve, evals, window = [], [], []
     t_start = time.perf_counter()
     t_log, tokens, done = t_start, 0, 0
-    it = iter(batches)
+    it = chain(copy_phase(args, tok, pad_id), iter(batches))
     for s in range(1, args.steps + 1):
         ids, mask = next(it)
         res = step(mx.array(ids), mx.array(mask))
@@ -310,7 +326,9 @@ def parse_args(argv=None):
     a("--shared-intermediate", type=int, default=256)
     a("--rope-theta", type=float, default=10000.0,
       help="the real model's 1e7 leaves 8 rotary dims almost no resolution at short range")
-    a("--steps", type=int, default=1200)
+    a("--steps", type=int, default=3000)
+    a("--copy-steps", type=int, default=400,
+      help="the first steps train on name-repeating rows only (counted in --steps)")
     a("--tokens-per-batch", type=int, default=2048)
     a("--lr", type=float, default=3e-3)
     a("--warmup", type=int, default=100)

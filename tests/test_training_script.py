@@ -77,3 +77,18 @@ def test_a_short_run_is_reproducible(tmp_path):
     first, second = run(), run()
     assert first["loss"] == second["loss"] and first["step"] == 3
     assert first["loss"] > 0
+
+
+def test_the_copy_phase_is_repeat_rows_only(small):
+    from training.train_tiny import copy_phase, parse_args
+
+    _, tok = small
+    pad = tok.token_to_id("<|endoftext|>")
+    args = parse_args(["--copy-steps", "3", "--tokens-per-batch", "256"])
+    batches = list(copy_phase(args, tok, pad))
+    assert len(batches) == 3
+    for ids, mask in batches:
+        for row, m in zip(ids, mask):
+            text = tok.decode([int(t) for t in row if t != pad], skip_special_tokens=False)
+            assert "Repeat after me: " in text and m.any(), text
+    assert list(copy_phase(parse_args(["--copy-steps", "0"]), tok, pad)) == []

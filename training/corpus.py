@@ -96,7 +96,8 @@ SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are concise.",
 
 # Task mix of the corpus (fractions of conversations).
 # The tool-less weather rows (a refusal that repeats the city) are short, cheap
-# practice at copying a name out of the question; the tool rows are ~200 tokens.
+# practice at copying a name out of the question; the tool rows, of one to four rounds,
+# are ~370 tokens on average (59% of the tokens, 40% of the trained ones).
 MIX = {"arithmetic": 0.5, "weather": 0.16, "identity": 0.03, "greeting": 0.03,
        "weather_no_tool": 0.08, "repeat": 0.2}
 

@@ -56,12 +56,51 @@ TRAIN_CITIES = [
     "Taipei", "Manila", "Jakarta", "Bangkok", "Hanoi", "Singapore", "Delhi", "Mumbai",
     "Chennai", "Karachi", "Dhaka", "Tehran", "Baghdad", "Dubai", "Doha", "Riyadh",
     "Moscow", "Kyiv", "Minsk", "Riga", "Tallinn", "Vilnius", "Budapest", "Bucharest",
-    "Sofia", "Belgrade", "Zagreb", "Toronto", "Montreal", "Vancouver", "Chicago",
-    "Boston", "Seattle", "Denver", "Houston", "Dallas", "Miami", "Atlanta", "Phoenix",
-    "Detroit", "Lima", "Bogota", "Santiago", "Quito", "Caracas", "Havana", "Sydney",
-    "Melbourne", "Perth", "Auckland", "Wellington", "New York", "Los Angeles",
-    "San Francisco", "Buenos Aires", "Rio de Janeiro", "Mexico City", "Cape Town",
-    "Hong Kong", "Kuala Lumpur", "Tel Aviv", "Abu Dhabi", "Sao Paulo", "Salt Lake City",
+    "Sofia", "Belgrade", "Zagreb", "Toronto", "Montreal", "Vancouver", "Chicago", "Boston",
+    "Seattle", "Denver", "Houston", "Dallas", "Miami", "Atlanta", "Phoenix", "Detroit",
+    "Lima", "Bogota", "Santiago", "Quito", "Caracas", "Havana", "Sydney", "Melbourne",
+    "Perth", "Auckland", "Wellington", "New York", "Los Angeles", "San Francisco",
+    "Buenos Aires", "Rio de Janeiro", "Mexico City", "Cape Town", "Hong Kong",
+    "Kuala Lumpur", "Tel Aviv", "Abu Dhabi", "Sao Paulo", "Salt Lake City", "Marseille",
+    "Nice", "Toulouse", "Bordeaux", "Lille", "Nantes", "Strasbourg", "Manchester",
+    "Liverpool", "Glasgow", "Edinburgh", "Bristol", "Cardiff", "Belfast", "Cork", "Galway",
+    "Antwerp", "Ghent", "Rotterdam", "Utrecht", "Cologne", "Frankfurt", "Stuttgart",
+    "Dresden", "Leipzig", "Bremen", "Hanover", "Nuremberg", "Salzburg", "Graz",
+    "Innsbruck", "Basel", "Bern", "Lausanne", "Florence", "Venice", "Bologna", "Genoa",
+    "Palermo", "Verona", "Valencia", "Bilbao", "Malaga", "Granada", "Zaragoza",
+    "Barcelona", "Coimbra", "Faro", "Braga", "Thessaloniki", "Patras", "Izmir", "Ankara",
+    "Antalya", "Bursa", "Odesa", "Lviv", "Kharkiv", "Gothenburg", "Malmo", "Uppsala",
+    "Tampere", "Turku", "Aarhus", "Odense", "Trondheim", "Stavanger", "Reykjavik",
+    "Bratislava", "Ljubljana", "Sarajevo", "Skopje", "Tirana", "Podgorica", "Chisinau",
+    "Plovdiv", "Varna", "Cluj", "Timisoara", "Brno", "Ostrava", "Poznan", "Wroclaw",
+    "Lodz", "Kaunas", "Tartu", "Alexandria", "Luxor", "Aswan", "Khartoum", "Addis Ababa",
+    "Mombasa", "Kigali", "Dodoma", "Maputo", "Luanda", "Kinshasa", "Abuja", "Kano",
+    "Ibadan", "Bamako", "Niamey", "Ouagadougou", "Abidjan", "Freetown", "Monrovia",
+    "Conakry", "Rabat", "Marrakesh", "Fez", "Tangier", "Algiers", "Oran", "Tripoli",
+    "Benghazi", "Windhoek", "Gaborone", "Durban", "Pretoria", "Bulawayo", "Antananarivo",
+    "Jeddah", "Mecca", "Medina", "Muscat", "Manama", "Kuwait City", "Amman", "Beirut",
+    "Damascus", "Aleppo", "Jerusalem", "Haifa", "Isfahan", "Shiraz", "Tabriz", "Mashhad",
+    "Kabul", "Herat", "Lahore", "Islamabad", "Peshawar", "Bangalore", "Hyderabad",
+    "Kolkata", "Pune", "Jaipur", "Lucknow", "Kanpur", "Nagpur", "Surat", "Agra",
+    "Varanasi", "Kochi", "Madurai", "Chittagong", "Yangon", "Mandalay", "Vientiane",
+    "Phnom Penh", "Saigon", "Danang", "Cebu", "Davao", "Surabaya", "Bandung", "Medan",
+    "Denpasar", "Penang", "Ipoh", "Kaohsiung", "Taichung", "Sapporo", "Fukuoka", "Kobe",
+    "Sendai", "Hiroshima", "Nara", "Yokohama", "Incheon", "Daegu", "Gwangju", "Pyongyang",
+    "Harbin", "Dalian", "Qingdao", "Nanjing", "Wuhan", "Xian", "Kunming", "Guangzhou",
+    "Chongqing", "Tianjin", "Lhasa", "Urumqi", "Tashkent", "Samarkand", "Bishkek",
+    "Dushanbe", "Ashgabat", "Astana", "Novosibirsk", "Omsk", "Kazan", "Samara", "Perm",
+    "Vladivostok", "Irkutsk", "Murmansk", "Brisbane", "Darwin", "Cairns", "Canberra",
+    "Christchurch", "Dunedin", "Suva", "Apia", "Honolulu", "Anchorage", "Portland",
+    "Sacramento", "Austin", "Nashville", "Memphis", "Orlando", "Tampa", "Charlotte",
+    "Raleigh", "Baltimore", "Philadelphia", "Pittsburgh", "Cleveland", "Cincinnati",
+    "Columbus", "Indianapolis", "Milwaukee", "Minneapolis", "Omaha", "Tulsa",
+    "Albuquerque", "Tucson", "Boise", "Spokane", "Winnipeg", "Edmonton", "Regina",
+    "Halifax", "Quebec", "Victoria", "Monterrey", "Guadalajara", "Puebla", "Tijuana",
+    "Cancun", "Oaxaca", "Merida", "Guatemala City", "Tegucigalpa", "San Salvador",
+    "San Jose", "Panama City", "Kingston", "Santo Domingo", "San Juan", "Medellin", "Cali",
+    "Cartagena", "Maracaibo", "Guayaquil", "Cusco", "Arequipa", "La Paz", "Sucre",
+    "Cordoba", "Rosario", "Mendoza", "Valparaiso", "Concepcion", "Curitiba", "Recife",
+    "Salvador", "Fortaleza", "Manaus", "Belem", "Brasilia",
 ]
 # Real cities never seen in training (checked for the weather tasks).
 HELD_OUT_CITIES = [
@@ -72,8 +111,9 @@ HELD_OUT_CITIES = [
 ]
 
 _ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
-           "br", "dr", "gr", "kr", "st", "tr", "sh", "ch", "th", "w", "j"]
-_VOWELS = ["a", "e", "i", "o", "u", "a", "o", "ai", "ou"]
+           "br", "dr", "gr", "kr", "st", "tr", "sh", "ch", "th", "w", "j", "c", "y", "ph",
+           "gu", "kh", "pl", "bl", "fr", "cr", "x", "qu", "", "", ""]
+_VOWELS = ["a", "e", "i", "o", "u", "a", "o", "ai", "ou", "ia", "ua", "ei", "au"]
 _CODAS = ["", "", "", "", "", "", "n", "r", "l", "s", "m", "t", "nd"]
 _PREFIXES = ["New", "San", "Port", "Lake", "Fort", "North", "East"]
 
@@ -268,7 +308,7 @@ def training_name(rng: random.Random, held: set) -> str:
     be copied from the question."""
     while True:
         r = rng.random()
-        name = (rng.choice(TRAIN_CITIES) if r < 0.25 else
+        name = (rng.choice(TRAIN_CITIES) if r < 0.35 else
                 generated_name(rng) if r < 0.7 else random_word(rng))
         if name not in held:
             return name

@@ -41,7 +41,7 @@ from mlx_qwen3next.testing.tiny import tiny_config
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from . import corpus as corpus_mod
 from . import fastops
@@ -255,6 +255,9 @@ def train(args):
     def step(ids, mask):
         (loss, main, mtp, aux), grads = grad_fn(model, ids, mask)
         grads, norm = optim.clip_grad_norm(grads, args.clip)
+        # a batch whose gradients overflow moves no weight by them (a no-op otherwise)
+        finite = mx.isfinite(norm)
+        grads = tree_map(lambda g: mx.where(finite, g, mx.zeros_like(g)), grads)
         opt.update(model, grads)
         return loss, main, mtp, aux, norm
 

@@ -92,3 +92,16 @@ def test_the_copy_phase_is_repeat_rows_only(small):
             text = tok.decode([int(t) for t in row if t != pad], skip_special_tokens=False)
             assert "Repeat after me: " in text and m.any(), text
     assert list(copy_phase(parse_args(["--copy-steps", "0"]), tok, pad)) == []
+
+
+def test_the_loss_log_averages_only_finite_steps():
+    """A skipped non-finite batch is counted, not averaged into the curve as NaN."""
+    import math
+
+    from training.train_tiny import window_mean
+
+    nan = float("nan")
+    w, skipped = window_mean([[1.0, 2.0], [nan, 5.0], [3.0, 4.0]])
+    assert skipped == 1 and list(w) == [2.0, 3.0]
+    w, skipped = window_mean([[nan, 1.0]])
+    assert skipped == 1 and math.isnan(w[0])

@@ -188,6 +188,16 @@ def copy_phase(args, tok, pad_id):
                   args.copy_steps)
 
 
+def window_mean(window):
+    """The mean of a log window's finite steps, and how many were not finite (their
+    batches moved no weight, so they do not belong in the curve)."""
+    rows = np.array(window, dtype=np.float64)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.any():
+        return rows.mean(axis=0), int(len(rows))
+    return rows[finite].mean(axis=0), int((~finite).sum())
+
+
 def train_loop(args, step, state, batches, opt, model, tok, eval_items, stop_ids, pad_id):
     """Run the steps; returns (steps done, loss curve, evals during training)."""
     curve, evals, window = [], [], []
@@ -203,15 +213,17 @@ def train_loop(args, step, state, batches, opt, model, tok, eval_items, stop_ids
         done = s
         if s % args.log_every == 0 or s == args.steps:
             now = time.perf_counter()
-            w = np.mean(window, axis=0)
+            w, skipped = window_mean(window)
             point = {"step": s, "loss": w[0], "main": w[1], "mtp": w[2], "aux": w[3],
                      "grad_norm": w[4], "lr": float(opt.optimizers[0].learning_rate),
                      "tokens": tokens, "seconds": round(now - t_start, 1),
-                     "steps_per_s": len(window) / (now - t_log), "epoch": batches.epoch}
+                     "steps_per_s": len(window) / (now - t_log), "epoch": batches.epoch,
+                     "skipped": skipped}
             curve.append(point)
             print(f"step {s:5d} loss {w[0]:.4f} main {w[1]:.4f} mtp {w[2]:.4f} "
                   f"aux {w[3]:.3f} |g| {w[4]:.2f} lr {point['lr']:.2e} "
-                  f"{point['steps_per_s']:.2f} steps/s {point['seconds']:.0f}s", flush=True)
+                  f"{point['steps_per_s']:.2f} steps/s {point['seconds']:.0f}s"
+                  + (f" ({skipped} non-finite batches skipped)" if skipped else ""), flush=True)
             window, t_log = [], now
         if args.eval_every and (s % args.eval_every == 0 or s == args.steps):
             with fastops.unpatched():  # inference: MLX's own ops

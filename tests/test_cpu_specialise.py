@@ -9,12 +9,14 @@ import pytest
 from mlx_qwen3next import load_model
 from mlx_qwen3next.cpu import blas
 from mlx_qwen3next.cpu.activations import PolySiLU
+from mlx_qwen3next.cpu.attention import BlockedCausalAttention
 from mlx_qwen3next.cpu.delta_rule import CPU_POLICY, chunked_over_streams, tri_inverse
 from mlx_qwen3next.cpu.experts import GroupedSwitchGLU
 from mlx_qwen3next.cpu.products import BlockedLinear
 from mlx_qwen3next.kernels import dispatch
 from mlx_qwen3next.kernels.chunked import doubling_inverse, gated_delta_chunked
 from mlx_qwen3next.kernels.reference import gated_delta_reference
+from mlx_qwen3next.model.attention import Attention
 from test_kernels import assert_close, make_inputs, relative_error
 
 pytestmark = pytest.mark.cpu_only
@@ -63,8 +65,8 @@ def test_specialised_model_equals_the_plain_one(make_checkpoint):
         cpu = load_model(path)
         assert dispatch.policy() is CPU_POLICY
     kinds = {type(m) for m in cpu.modules()}
-    assert {BlockedLinear, GroupedSwitchGLU, PolySiLU} <= kinds
-    assert not kinds & {nn.Linear, nn.SiLU}
+    assert {BlockedLinear, GroupedSwitchGLU, PolySiLU, BlockedCausalAttention} <= kinds
+    assert not kinds & {nn.Linear, nn.SiLU, Attention}
     ids = np.random.default_rng(3).integers(0, 500, (1, 80))
     logits = {}
     for model, policy in ((plain, dispatch.PLAIN), (cpu, CPU_POLICY)):

@@ -3,7 +3,8 @@
 Modules are swapped by predicate, as nn.quantize does, each for a subclass with
 the same parameters: nn.Linear -> BlockedLinear, nn.Embedding -> BlockedEmbedding
 (a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
-nn.SiLU -> PolySiLU; and the delta rule takes the CPU policy. Not for training:
+nn.SiLU -> PolySiLU, Attention -> BlockedCausalAttention; and the delta rule takes the
+CPU policy. Not for training:
 the polynomial SiLU and LAPACK's inverse have no gradient.
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 import mlx.nn as nn
 
 from ..kernels import dispatch
+from ..model.attention import Attention
 from ..model.switch import SwitchGLU, SwitchLinear
 from .activations import PolySiLU
+from .attention import BlockedCausalAttention
 from .delta_rule import CPU_POLICY
 from .experts import CpuSwitchLinear, GroupedSwitchGLU
 from .products import BlockedEmbedding, BlockedLinear
@@ -24,6 +27,7 @@ SWAPS = (  # exact type -> the CPU subclass (quantized modules are left as they 
     (SwitchLinear, CpuSwitchLinear),
     (SwitchGLU, GroupedSwitchGLU),
     (nn.SiLU, PolySiLU),
+    (Attention, BlockedCausalAttention),
 )
 _TO_CPU = dict(SWAPS)
 _TO_PLAIN = {cpu: plain for plain, cpu in SWAPS}

@@ -40,9 +40,12 @@ class Attention(nn.Module):
         v = v.transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
+        out = self.attend(q, k, v, mask).transpose(0, 2, 1, 3).reshape(B, L, -1)
         return self.o_proj(out * mx.sigmoid(gate.reshape(B, L, -1)))
+
+    def attend(self, q, k, v, mask) -> mx.array:
+        """Scaled dot-product attention of q [B, heads, L, D] over the keys and values."""
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
 
 
 def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):

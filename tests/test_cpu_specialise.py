@@ -14,7 +14,7 @@ from mlx_qwen3next.cpu.delta_rule import CPU_POLICY, chunked_over_streams, tri_i
 from mlx_qwen3next.cpu.experts import GroupedSwitchGLU
 from mlx_qwen3next.cpu.products import BlockedLinear
 from mlx_qwen3next.kernels import dispatch
-from mlx_qwen3next.kernels.chunked import doubling_inverse, gated_delta_chunked
+from mlx_qwen3next.kernels.chunked import block_inverse, gated_delta_chunked
 from mlx_qwen3next.kernels.reference import gated_delta_reference
 from mlx_qwen3next.model.attention import Attention
 from test_kernels import assert_close, make_inputs, relative_error
@@ -41,9 +41,9 @@ def test_chunked_over_streams_under_compile():
     assert_close(compiled(*args), gated_delta_reference(*args), 1e-5)
 
 
-def test_tri_inverse_equals_doubling_inverse():
+def test_tri_inverse_equals_block_inverse():
     A = mx.tril(0.3 * mx.random.normal((5, 64, 64)), -1)
-    assert relative_error(tri_inverse(A), doubling_inverse(A)) <= 1e-5
+    assert relative_error(tri_inverse(A), block_inverse(A)) <= 1e-5
 
 
 def test_blas_threads_restores_the_count():

@@ -10,7 +10,7 @@ import pytest
 
 from mlx_qwen3next.kernels import dispatch, gated_delta, gated_delta_steps
 from mlx_qwen3next.kernels._prep import causal_decay
-from mlx_qwen3next.kernels.chunked import blocked_decay, doubling_inverse, gated_delta_chunked
+from mlx_qwen3next.kernels.chunked import block_inverse, blocked_decay, gated_delta_chunked
 from mlx_qwen3next.kernels.decode import MAX_T, gated_delta_decode, state_after
 from mlx_qwen3next.kernels.reference import gated_delta_reference
 
@@ -94,8 +94,9 @@ def test_left_padded_batch_equals_rows_alone(path, T):
 def test_reference_matches_transformers_recurrence():
     torch = pytest.importorskip("torch")
     modeling = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
-    q, k, v, g, beta, state = (x.astype(mx.float64) for x in make_inputs(37, ratio=2))
-    y, final = gated_delta_reference(q, k, v, g, beta, state)
+    with mx.stream(mx.cpu):  # float64: the CPU only
+        q, k, v, g, beta, state = (x.astype(mx.float64) for x in make_inputs(37, ratio=2))
+        y, final = gated_delta_reference(q, k, v, g, beta, state)
     assert y.dtype == mx.float64
     t = lambda x: torch.from_numpy(np.array(x))
     # transformers scales q by Dk^-0.5 itself, keeps the state as [Dk, Dv], and
@@ -116,10 +117,35 @@ def test_blocked_decay_equals_plain_even_for_huge_decays(C):
     assert mx.allclose(got, want, rtol=1e-5, atol=1e-7).item()
 
 
-def test_doubling_inverse():
-    A = mx.tril(0.3 * mx.random.normal((5, 64, 64)), -1)
-    want = mx.linalg.inv(mx.eye(64) + A, stream=mx.cpu)
-    assert relative_error(doubling_inverse(A), want) <= 1e-5
+@pytest.mark.parametrize("C", [1, 7, 16, 64])
+def test_block_inverse(C):
+    A = mx.tril(0.3 * mx.random.normal((2, 5, C, C)), -1)
+    want = mx.linalg.inv(mx.eye(C) + A, stream=mx.cpu)
+    assert relative_error(block_inverse(A), want) <= 1e-5
+
+
+def alike_keys(T, B=2, Hv=4, seed=0):
+    """The inputs that broke the Neumann-product inverse (found training the tiny model):
+    keys nearly alike, decays weak, betas near 1. The chunk's true (I + A)^-1 stays
+    small, but the powers of A reach ~1e16 at C = 64."""
+    mx.random.seed(seed)
+    unit = lambda x: x / mx.linalg.norm(x, axis=-1, keepdims=True)
+    base = mx.random.normal((1, 1, HK, DK))
+    k = unit(base + 0.05 * mx.random.normal((B, T, HK, DK)))
+    q = unit(base + 0.05 * mx.random.normal((B, T, HK, DK))) * DK**-0.5
+    v = mx.random.normal((B, T, Hv, DV))
+    g = -0.01 * mx.random.uniform(shape=(B, T, Hv))
+    beta = 0.85 + 0.1 * mx.random.uniform(shape=(B, T, Hv))
+    return q, k, v, g, beta
+
+
+def test_chunked_scan_stays_exact_with_alike_keys_and_weak_decays():
+    inputs = alike_keys(300)
+    with mx.stream(mx.cpu):  # float64: the CPU only
+        want = gated_delta_reference(*(x.astype(mx.float64) for x in inputs))
+    got = gated_delta_chunked(*inputs)
+    assert all(mx.all(mx.isfinite(x)).item() for x in got)
+    assert_close(got, want, 1e-4)
 
 
 @pytest.mark.parametrize("T", range(1, MAX_T + 1))

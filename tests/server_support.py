@@ -26,8 +26,8 @@ class Server:
         self.port = free_port()
         self.proc = subprocess.Popen(
             CLI + ["serve", str(model), "--port", str(self.port), *map(str, extra)],
-            env=isolated_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            env=isolated_env(tmp_path, PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         threading.Thread(target=self._read_log, daemon=True).start()
         for _ in range(600):
@@ -63,5 +63,13 @@ class Server:
                              max_retries=0)
 
     def stop(self) -> int:
+        """SIGTERM, and the exit status; a server still up after 60 s is aborted, and the
+        failure shows where its threads were (faulthandler) and its log."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=30)
+            time.sleep(0.5)  # the log reader drains stderr
+            raise AssertionError("the server did not exit on SIGTERM:\n" + "".join(self.log))

@@ -50,6 +50,8 @@ class Token:
 
 
 class Engine:
+    POLL = 0.25  # seconds between checks for a stop while no job waits
+
     def __init__(self, model, tokenizer, name: str, max_queue: int = 16,
                  prompt_cache: Optional[PromptCache] = None, max_context: Optional[int] = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -57,6 +59,7 @@ class Engine:
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.running: Optional[Job] = None
+        self.stopping = threading.Event()
 
     def submit(self, job: Job):
         job.loop = asyncio.get_running_loop()
@@ -67,23 +70,27 @@ class Engine:
                            kind="rate_limit_error", headers={"Retry-After": "1"}) from None
 
     def stop(self):
-        """Cancel what runs, refuse what waits (503); `work()` returns."""
+        """Cancel what runs; `work()` then refuses what waits (503) and returns. Only
+        sets flags: it runs in a signal handler, which may interrupt `work()` while that
+        holds the queue's lock."""
+        self.stopping.set()
+        running = self.running
+        if running is not None:
+            running.cancelled.set()
+
+    def _refuse_waiting(self):
         while True:
             try:
                 job = self.jobs.get_nowait()
             except queue.Empty:
-                break
-            if job is not None:
-                job.cancelled.set()
-                job.put(APIError(503, "the server is shutting down", kind="server_error"))
-        if self.running is not None:
-            self.running.cancelled.set()
-        self.jobs.put(None)
+                return
+            job.cancelled.set()
+            job.put(APIError(503, "the server is shutting down", kind="server_error"))
 
     def work(self):
         """Run jobs until `stop()`; call it from the thread that loaded the model."""
         while True:
-            job = self.jobs.get()
+            job = self._next_job()
             if job is None:
                 return
             if job.cancelled.is_set():
@@ -104,6 +111,22 @@ class Engine:
             finally:
                 self.running = None
                 mx.clear_cache()
+
+    def _next_job(self) -> Optional[Job]:
+        """The next job, or None once stopping. The wait wakes every POLL seconds: a
+        signal delivered to another thread (the kernel picks one) runs its Python handler
+        only when this thread next runs Python code."""
+        while not self.stopping.is_set():
+            try:
+                job = self.jobs.get(timeout=self.POLL)
+            except queue.Empty:
+                continue
+            if not self.stopping.is_set():
+                return job
+            job.cancelled.set()
+            job.put(APIError(503, "the server is shutting down", kind="server_error"))
+        self._refuse_waiting()
+        return None
 
     def _stream(self, job: Job):
         """The job's GenerationResponses, ending early once it is cancelled."""

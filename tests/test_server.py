@@ -170,6 +170,27 @@ def test_sigterm_during_a_request_exits_cleanly(model, tmp_path):
     t.join(timeout=60)
 
 
+def test_sigterm_refuses_the_queued_request_and_exits(model, tmp_path):
+    """SIGTERM while one request streams and another waits: the waiting one gets a 503,
+    the server exits 0."""
+    s = Server(model, tmp_path)
+    long = {"messages": MESSAGES, "max_tokens": 3000, "stream": True}
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps(long).encode(),
+                 {"Content-Type": "application/json"})
+    conn.getresponse().fp.readline()  # the stream runs
+    queued = {}
+    t = threading.Thread(target=lambda: queued.update(r=s.request(
+        "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2})))
+    t.start()
+    time.sleep(0.5)
+    assert s.stop() == 0
+    t.join(timeout=60)
+    status, payload, _ = queued["r"]
+    assert status == 503 and "shutting down" in payload["error"]["message"], payload
+    conn.close()
+
+
 def test_bounded_load(server, model):
     """8 concurrent clients x 25 requests, mixed streaming: every response well-formed."""
     errors, done = [], []

@@ -127,19 +127,30 @@ def test_api_key(model, tmp_path):
         assert s.stop() == 0
 
 
+def long_stream(s: Server) -> http.client.HTTPConnection:
+    """A streamed request for 3000 tokens, running once this returns."""
+    long = {"messages": MESSAGES, "max_tokens": 3000, "stream": True}
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps(long).encode(),
+                 {"Content-Type": "application/json"})
+    conn.getresponse().fp.readline()  # the stream runs
+    return conn
+
+
+def queue_short(s: Server, answer: dict) -> threading.Thread:
+    """A short request from another thread, its (status, payload, headers) put in answer."""
+    t = threading.Thread(target=lambda: answer.update(r=s.request(
+        "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2})))
+    t.start()
+    time.sleep(0.5)  # it waits in the queue
+    return t
+
+
 def test_queue_full_is_429_and_a_disconnect_frees_the_slot(model, tmp_path):
     s = Server(model, tmp_path, "--max-queue", "1")
     try:
-        long = {"messages": MESSAGES, "max_tokens": 3000, "stream": True}
-        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
-        conn.request("POST", "/v1/chat/completions", json.dumps(long).encode(),
-                     {"Content-Type": "application/json"})
-        streaming = conn.getresponse()
-        streaming.fp.readline()  # the stream runs
-        waiting = threading.Thread(target=s.request, args=(
-            "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2}))
-        waiting.start()  # fills the one queue slot
-        time.sleep(0.5)
+        conn = long_stream(s)
+        waiting = queue_short(s, {})  # fills the one queue slot
         status, payload, headers = s.request("POST", "/v1/chat/completions",
                                              {"messages": MESSAGES, "max_tokens": 2})
         assert status == 429 and headers.get("retry-after") == "1"
@@ -174,16 +185,9 @@ def test_sigterm_refuses_the_queued_request_and_exits(model, tmp_path):
     """SIGTERM while one request streams and another waits: the waiting one gets a 503,
     the server exits 0."""
     s = Server(model, tmp_path)
-    long = {"messages": MESSAGES, "max_tokens": 3000, "stream": True}
-    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
-    conn.request("POST", "/v1/chat/completions", json.dumps(long).encode(),
-                 {"Content-Type": "application/json"})
-    conn.getresponse().fp.readline()  # the stream runs
+    conn = long_stream(s)
     queued = {}
-    t = threading.Thread(target=lambda: queued.update(r=s.request(
-        "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2})))
-    t.start()
-    time.sleep(0.5)
+    t = queue_short(s, queued)
     assert s.stop() == 0
     t.join(timeout=60)
     status, payload, _ = queued["r"]

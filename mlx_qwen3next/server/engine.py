@@ -81,11 +81,9 @@ class Engine:
     def _refuse_waiting(self):
         while True:
             try:
-                job = self.jobs.get_nowait()
+                _refuse(self.jobs.get_nowait())
             except queue.Empty:
                 return
-            job.cancelled.set()
-            job.put(APIError(503, "the server is shutting down", kind="server_error"))
 
     def work(self):
         """Run jobs until `stop()`; call it from the thread that loaded the model."""
@@ -123,8 +121,7 @@ class Engine:
                 continue
             if not self.stopping.is_set():
                 return job
-            job.cancelled.set()
-            job.put(APIError(503, "the server is shutting down", kind="server_error"))
+            _refuse(job)
         self._refuse_waiting()
         return None
 
@@ -172,3 +169,9 @@ class Engine:
     def _entry(self, token: int, logprob: float) -> dict:
         text = self.tokenizer.decode([token])
         return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def _refuse(job: Job):
+    """A job that will not run, because the server is stopping: 503."""
+    job.cancelled.set()
+    job.put(APIError(503, "the server is shutting down", kind="server_error"))

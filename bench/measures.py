@@ -52,10 +52,16 @@ class FastOpCounter:
             setattr(mx.fast, n, f)
 
     def _wrap(self, name, f):
+        def opaque(*args, **kwargs):
+            """f between barriers: on Metal the op is one kernel, so mx.compile must not
+            fuse its fallback's first or last elementwise ops with their neighbours."""
+            out = f(*map(_barrier, args), **{k: _barrier(v) for k, v in kwargs.items()})
+            return type(out)(map(_barrier, out)) if isinstance(out, (list, tuple)) else _barrier(out)
+
         def call(*args, **kwargs):
             self.calls[name] += 1
-            self.expansion.update(self._expand(name, f, args, kwargs))
-            return f(*args, **kwargs)
+            self.expansion.update(self._expand(name, opaque, args, kwargs))
+            return opaque(*args, **kwargs)
         return call
 
     @property
@@ -76,6 +82,11 @@ class FastOpCounter:
         return self._kinds[key]
 
 
+def _barrier(a):
+    """a itself behind a Depends node, which mx.compile neither fuses nor removes."""
+    return mx.depends([a], [a])[0] if isinstance(a, mx.array) else a
+
+
 def kinds_of(labels) -> Counter:
     return Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
 
@@ -91,8 +102,13 @@ def count_primitives(r, cache, tok) -> tuple[Counter, Counter]:
     outs = [logits] + r.cache_arrays(cache)
     kinds = kinds_of(dot_labels(*outs))
     mx.eval(outs)
-    metal = kinds - fast.expansion + Counter({f"fast.{n}": c for n, c in fast.calls.items()})
-    return kinds, metal
+    return kinds, as_on_metal(kinds, fast)
+
+
+def as_on_metal(kinds: Counter, fast: FastOpCounter) -> Counter:
+    """A graph's primitives by kind, each mx.fast call that `fast` saw one primitive in
+    place of the ops it expanded to here."""
+    return kinds - fast.expansion + Counter({f"fast.{n}": c for n, c in fast.calls.items()})
 
 
 def launches(kinds: Counter) -> int:

@@ -16,19 +16,18 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from ..model.switch import SwitchGLU, SwitchLinear
+from ..model.switch import SwitchGLU, SwitchLinear, batch_rows
 from .products import streams_weight
 
 
 class CpuSwitchLinear(SwitchLinear):
-    def __call__(self, x, indices, sorted_indices=False):
+    def __call__(self, x, indices, sorted_indices=False, rows=None):
         x, w = x.astype(mx.float32), self.weight.astype(mx.float32)
+        rows = batch_rows(x) if rows is None else rows
         if not streams_weight(x.shape[-2], x, w):
-            return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices,
+            return mx.gather_mm(x, w.swapaxes(-1, -2), lhs_indices=rows, rhs_indices=indices,
                                 sorted_indices=sorted_indices).astype(self.weight.dtype)
-        batch = x.shape[:-2]  # x's batch entries, broadcast against indices
-        rows = mx.arange(int(np.prod(batch)), dtype=mx.uint32).reshape(batch)
-        rows = mx.broadcast_to(rows, mx.broadcast_shapes(batch, indices.shape))
+        rows = mx.broadcast_to(rows, mx.broadcast_shapes(rows.shape, indices.shape))
         out = mx.gather_mm(w, x.swapaxes(-1, -2), lhs_indices=indices, rhs_indices=rows)
         return out.swapaxes(-1, -2).astype(self.weight.dtype)
 

@@ -39,8 +39,8 @@ class SparseMoeBlock(nn.Module):
         The indices are a choice, not a function to differentiate: gradients reach the
         router through the weights only."""
         logits = self.gate(x).astype(mx.float32)
-        k = self.top_k
-        inds = mx.stop_gradient(mx.argpartition(-logits, kth=k - 1, axis=-1)[..., :k])
+        E, k = logits.shape[-1], self.top_k
+        inds = mx.stop_gradient(mx.argpartition(logits, kth=E - k, axis=-1)[..., E - k:])
         if self.norm_topk_prob:  # softmax over all, renormalised over the top k
             return inds, mx.softmax(mx.take_along_axis(logits, inds, axis=-1), axis=-1)
         return inds, mx.take_along_axis(mx.softmax(logits, axis=-1), inds, axis=-1)

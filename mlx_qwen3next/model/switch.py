@@ -7,6 +7,8 @@ and in mlx-lm alike.
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -17,10 +19,11 @@ class SwitchLinear(nn.Module):
         scale = input_dims**-0.5
         self.weight = mx.random.uniform(-scale, scale, (num_experts, output_dims, input_dims))
 
-    def __call__(self, x, indices, sorted_indices=False):
-        """x [..., M, in] -> [..., M, out] through expert indices[...] of each row."""
-        return mx.gather_mm(x, self.weight.swapaxes(-1, -2), rhs_indices=indices,
-                            sorted_indices=sorted_indices)
+    def __call__(self, x, indices, sorted_indices=False, rows=None):
+        """x [..., M, in] -> [..., M, out] through expert indices[...] of each row;
+        `rows`: x's batch entry for each index (default: the broadcast one, built here)."""
+        return mx.gather_mm(x, self.weight.swapaxes(-1, -2), lhs_indices=rows,
+                            rhs_indices=indices, sorted_indices=sorted_indices)
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
         q = QuantizedSwitchLinear.__new__(QuantizedSwitchLinear)
@@ -44,9 +47,10 @@ class QuantizedSwitchLinear(nn.Module):
             self.biases = biases[0]
         self.freeze()
 
-    def __call__(self, x, indices, sorted_indices=False):
+    def __call__(self, x, indices, sorted_indices=False, rows=None):
         return mx.gather_qmm(
-            x, self.weight, self.scales, self.get("biases"), rhs_indices=indices,
+            x, self.weight, self.scales, self.get("biases"), lhs_indices=rows,
+            rhs_indices=indices,
             transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
             sorted_indices=sorted_indices,
         )
@@ -67,16 +71,24 @@ class SwitchGLU(nn.Module):
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         """x [..., H], indices [..., k] -> [..., k, H]."""
         do_sort = indices.size >= self.SORT_FROM  # each expert's rows contiguous
-        x = mx.expand_dims(x, (-2, -3))  # [..., 1, 1, H]
+        x = x.reshape(*x.shape[:-1], 1, 1, x.shape[-1])
         if do_sort:
             x, idx, inv_order = sort_by_expert(x, indices)
         else:
             idx = indices
-        h = self.act(self.gate_proj(x, idx, do_sort)) * self.up_proj(x, idx, do_sort)
+        rows = batch_rows(x)  # built once for the two gathers of x
+        h = self.act(self.gate_proj(x, idx, do_sort, rows)) * self.up_proj(x, idx, do_sort, rows)
         out = self.down_proj(h, idx, do_sort)
         if do_sort:
             return out[inv_order].reshape(*indices.shape, -1)
         return out.squeeze(-2)
+
+
+def batch_rows(x: mx.array) -> mx.array:
+    """The index of each of x's batch entries (all but its last two axes), in their shape:
+    a gather's lhs_indices that leave x's rows where they are."""
+    batch = x.shape[:-2]
+    return mx.arange(math.prod(batch), dtype=mx.uint32).reshape(batch)
 
 
 def sort_by_expert(x, indices):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -84,7 +84,7 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, act, heads
     )
     window = mx.concatenate([conv_state, mixed], axis=1)
     q, k, v = mx.split(act(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
-    q = l2_normalize(q.reshape(B, L, nk, dk)) * (dk**-0.5)
+    q = l2_normalize(q.reshape(B, L, nk, dk), scale=dk**-0.5)
     k = l2_normalize(k.reshape(B, L, nk, dk))
     beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))
     g = log_decay(a.reshape(B, L, nv), A_log, dt_bias)
@@ -92,17 +92,27 @@ def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, act, heads
             z.reshape(B, L, nv, dv), g, beta, window)
 
 
-def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:
-    xf = x.astype(mx.float32)
-    return xf * mx.rsqrt((xf * xf).sum(-1, keepdims=True) + eps)
+def l2_normalize(x: mx.array, eps: float = 1e-6, scale: float = 1.0) -> mx.array:
+    """x * rsqrt(sum(x^2) + eps) * scale over the last axis: the RMS norm with eps / D and
+    a constant weight of scale * D^-0.5, one fused kernel on a GPU. It accumulates in
+    float32; the weight is rounded to x's dtype (bf16: within 2^-9 of it)."""
+    D = x.shape[-1]
+    return mx.fast.rms_norm(x, _constant(D, scale * D**-0.5, x.dtype), eps / D)
+
+
+@lru_cache(maxsize=None)
+def _constant(n: int, value: float, dtype) -> mx.array:
+    """[value] * n built from data, so a compiled graph holds it as a constant, not a node."""
+    return mx.array([value] * n, dtype=dtype)
 
 
 def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:
     """The depthwise causal conv: window [B, K-1+L, C], conv1d weight [C, K, 1] -> [B, L, C]."""
-    w = conv_weight[:, :, 0]  # [C, K]
-    out = window[:, 0:L, :] * w[:, 0]
-    for i in range(1, w.shape[1]):
-        out = out + window[:, i : i + L, :] * w[:, i]
+    K = conv_weight.shape[1]
+    taps = mx.split(conv_weight.transpose(2, 1, 0), K, axis=1)  # K x [1, 1, C]
+    out = window[:, 0:L, :] * taps[0]
+    for i in range(1, K):
+        out = out + window[:, i : i + L, :] * taps[i]
     return out
 
 

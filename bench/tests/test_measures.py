@@ -32,3 +32,20 @@ def test_each_call_of_a_fast_op_counts_once():
     mx.eval(x, w)
     kinds = metal_kinds(lambda x: mx.fast.rms_norm(mx.fast.rms_norm(x, w, 1e-6), w, 1e-6), x)
     assert kinds == Counter({"fast.rms_norm": 2})
+
+
+def test_decode_graphs_of_both_sides_float32_and_4bit(tmp_path):
+    """bench/graph.py on a tiny slice: one mx.fast delta-rule call per DeltaNet layer on
+    both sides, and after nn.quantize every expert product is a quantized gather."""
+    from graph import side
+    from runners import MlxLm, Ours
+    from slice import build_slice
+    from test_slice import TINY
+
+    path = build_slice(tmp_path / "s", layers=4, experts=8,
+                       **dict(TINY, shared_expert_intermediate_size=64))  # groups of 32
+    for cls in (Ours, MlxLm):
+        counts = side(cls, path, group_size=32)
+        assert counts["float32"]["fast.gated_delta_update"] == 3, cls.name
+        assert counts["float32"]["GatherMM"] == 12 and counts["4-bit"]["GatherMM"] == 0
+        assert counts["4-bit"]["GatherQMM"] == 12

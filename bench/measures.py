@@ -21,6 +21,8 @@ VIEWS = frozenset({"Reshape", "Transpose", "Squeeze", "ExpandDims", "Slice", "Fl
                    "Unflatten", "Broadcast", "Split", "StopGradient", "AsStrided"})
 FAST_OPS = ("rms_norm", "layer_norm", "rope", "scaled_dot_product_attention",
             "gated_delta_update")
+# ops that are one primitive on a GPU but built from others on the CPU, by their label
+ONE_KERNEL = {f"fast.{n}": (mx.fast, n) for n in FAST_OPS} | {"dequantize": (mx, "dequantize")}
 
 
 def dot_labels(*outs) -> list[str]:
@@ -31,25 +33,39 @@ def dot_labels(*outs) -> list[str]:
 
 
 class FastOpCounter:
-    """Counts mx.fast.* calls while building a graph, and how many primitives each
-    expands to here (on the CPU they are built from their fallback ops; on Metal
-    each is one primitive)."""
+    """Counts mx.fast.* (and mx.dequantize) calls while building a graph, and how many
+    primitives each expands to here (on the CPU they are built from their fallback ops;
+    on Metal each is one primitive)."""
 
-    def __init__(self, compiled: bool = False):
-        """`compiled`: the graph is traced by mx.compile, so each op's expansion is
-        counted compiled too (its elementwise ops fused, as they are in the graph)."""
+    def __init__(self):
         self.calls, self.expansion, self._kinds = Counter(), Counter(), {}
-        self.compiled = compiled
+        self._tracing = 0  # inside a call of a function mx.compile made under the counter
 
     def __enter__(self):
-        self._orig = {n: getattr(mx.fast, n) for n in FAST_OPS}
-        for n, f in self._orig.items():
-            setattr(mx.fast, n, self._wrap(n, f))
+        self._orig = {label: getattr(*at) for label, at in ONE_KERNEL.items()}
+        for label, f in self._orig.items():
+            setattr(*ONE_KERNEL[label], self._wrap(label, f))
+        self._compile, mx.compile = mx.compile, self._traced_compile
         return self
 
     def __exit__(self, *exc):
-        for n, f in self._orig.items():
-            setattr(mx.fast, n, f)
+        for label, f in self._orig.items():
+            setattr(*ONE_KERNEL[label], f)
+        mx.compile = self._compile
+
+    def _traced_compile(self, fn, *args, **kwargs):
+        """mx.compile whose functions mark their calls, so that an op traced inside one
+        has its expansion counted compiled too (fused as it is in that graph); one
+        built outside is counted as built."""
+        compiled = self._compile(fn, *args, **kwargs)
+
+        def call(*a, **k):
+            self._tracing += 1
+            try:
+                return compiled(*a, **k)
+            finally:
+                self._tracing -= 1
+        return call
 
     def _wrap(self, name, f):
         def opaque(*args, **kwargs):
@@ -71,14 +87,16 @@ class FastOpCounter:
     def _expand(self, name, f, args, kwargs) -> Counter:
         """The primitives, by kind, that one such call builds here."""
         ph = lambda a: mx.zeros(a.shape, a.dtype) if isinstance(a, mx.array) else a
-        key = (name, tuple((a.shape, str(a.dtype)) if isinstance(a, mx.array) else repr(a)
-                           for a in list(args) + list(kwargs.values())))
+        compiled = self._tracing > 0
+        key = (name, compiled, tuple((a.shape, str(a.dtype)) if isinstance(a, mx.array)
+                                     else repr(a) for a in list(args) + list(kwargs.values())))
         if key not in self._kinds:
             a2, k2 = [ph(a) for a in args], {k: ph(v) for k, v in kwargs.items()}
             mx.eval([a for a in a2 + list(k2.values()) if isinstance(a, mx.array)])
-            fn = mx.compile(lambda *a: f(*a, **k2)) if self.compiled else lambda *a: f(*a, **k2)
-            out = fn(*a2)
-            self._kinds[key] = kinds_of(dot_labels(*(out if isinstance(out, list) else [out])))
+            fn = lambda *a: f(*a, **k2)
+            out = (self._compile(fn) if compiled else fn)(*a2)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            self._kinds[key] = kinds_of(dot_labels(*outs))
         return self._kinds[key]
 
 
@@ -96,7 +114,7 @@ def count_primitives(r, cache, tok) -> tuple[Counter, Counter]:
     by kind, as built here; and as Metal runs them, each mx.fast.* call one primitive
     in place of the ops it expands to here. Compiled steps are traced afresh inside
     the counter, so that their mx.fast calls are seen."""
-    with FastOpCounter(compiled=getattr(r, "compiles", False)) as fast:
+    with FastOpCounter() as fast:
         r.retrace()
         logits = r.step(tok, cache)
     outs = [logits] + r.cache_arrays(cache)
@@ -108,7 +126,7 @@ def count_primitives(r, cache, tok) -> tuple[Counter, Counter]:
 def as_on_metal(kinds: Counter, fast: FastOpCounter) -> Counter:
     """A graph's primitives by kind, each mx.fast call that `fast` saw one primitive in
     place of the ops it expanded to here."""
-    return kinds - fast.expansion + Counter({f"fast.{n}": c for n, c in fast.calls.items()})
+    return kinds - fast.expansion + fast.calls
 
 
 def launches(kinds: Counter) -> int:

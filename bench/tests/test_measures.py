@@ -13,7 +13,7 @@ from measures import FastOpCounter, as_on_metal, dot_labels, kinds_of  # noqa: E
 
 
 def metal_kinds(fn, *args) -> Counter:
-    with FastOpCounter(compiled=True) as fast:
+    with FastOpCounter() as fast:
         out = mx.compile(fn)(*args)
     return as_on_metal(kinds_of(dot_labels(out)), fast)
 

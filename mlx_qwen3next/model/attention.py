@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from ..config import ModelConfig
+from .constants import indices
 from .norms import RMSNorm
 from .rope import PartialRoPE
 
@@ -65,5 +67,4 @@ def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
 
 def buffer_mask(L: int, offset: mx.array, capacity: int) -> mx.array:
     """Query t (at position offset + t) sees buffer slots <= offset + t: [L, capacity]."""
-    queries = offset + mx.arange(L, dtype=mx.int32)[:, None]
-    return mx.arange(capacity, dtype=mx.int32)[None, :] <= queries
+    return indices((1, capacity), np.int32) <= offset + indices((L, 1), np.int32)

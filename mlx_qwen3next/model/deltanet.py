@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
 from ..kernels import gated_delta, gated_delta_steps
+from .constants import filled
 from .norms import GatedRMSNorm
 
 
@@ -97,13 +98,7 @@ def l2_normalize(x: mx.array, eps: float = 1e-6, scale: float = 1.0) -> mx.array
     a constant weight of scale * D^-0.5, one fused kernel on a GPU. It accumulates in
     float32; the weight is rounded to x's dtype (bf16: within 2^-9 of it)."""
     D = x.shape[-1]
-    return mx.fast.rms_norm(x, _constant(D, scale * D**-0.5, x.dtype), eps / D)
-
-
-@lru_cache(maxsize=None)
-def _constant(n: int, value: float, dtype) -> mx.array:
-    """[value] * n built from data, so a compiled graph holds it as a constant, not a node."""
-    return mx.array([value] * n, dtype=dtype)
+    return mx.fast.rms_norm(x, filled(D, scale * D**-0.5, x.dtype), eps / D)
 
 
 def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:

@@ -7,10 +7,10 @@ and in mlx-lm alike.
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
 import mlx.nn as nn
+
+from .constants import indices
 
 
 class SwitchLinear(nn.Module):
@@ -76,9 +76,9 @@ class SwitchGLU(nn.Module):
             x, idx, inv_order = sort_by_expert(x, indices)
         else:
             idx = indices
-        rows = batch_rows(x)  # built once for the two gathers of x
+        rows = batch_rows(x)
         h = self.act(self.gate_proj(x, idx, do_sort, rows)) * self.up_proj(x, idx, do_sort, rows)
-        out = self.down_proj(h, idx, do_sort)
+        out = self.down_proj(h, idx, do_sort, batch_rows(h))
         if do_sort:
             return out[inv_order].reshape(*indices.shape, -1)
         return out.squeeze(-2)
@@ -86,9 +86,9 @@ class SwitchGLU(nn.Module):
 
 def batch_rows(x: mx.array) -> mx.array:
     """The index of each of x's batch entries (all but its last two axes), in their shape:
-    a gather's lhs_indices that leave x's rows where they are."""
-    batch = x.shape[:-2]
-    return mx.arange(math.prod(batch), dtype=mx.uint32).reshape(batch)
+    a gather's lhs_indices that leave x's rows where they are (a constant: the gather
+    would otherwise launch an arange of its own)."""
+    return indices(tuple(x.shape[:-2]))
 
 
 def sort_by_expert(x, indices):

@@ -7,7 +7,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import ModelConfig
-from .constants import indices
+from . import constants
 from .norms import RMSNorm
 from .rope import PartialRoPE
 
@@ -67,4 +67,5 @@ def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
 
 def buffer_mask(L: int, offset: mx.array, capacity: int) -> mx.array:
     """Query t (at position offset + t) sees buffer slots <= offset + t: [L, capacity]."""
-    return indices((1, capacity), np.int32) <= offset + indices((L, 1), np.int32)
+    slots = constants.indices((1, capacity), np.int32)
+    return slots <= offset + constants.indices((L, 1), np.int32)

@@ -9,7 +9,7 @@ import mlx.nn as nn
 
 from ..config import ModelConfig
 from ..kernels import gated_delta, gated_delta_steps
-from .constants import filled
+from . import constants
 from .norms import GatedRMSNorm
 
 
@@ -98,7 +98,7 @@ def l2_normalize(x: mx.array, eps: float = 1e-6, scale: float = 1.0) -> mx.array
     a constant weight of scale * D^-0.5, one fused kernel on a GPU. It accumulates in
     float32; the weight is rounded to x's dtype (bf16: within 2^-9 of it)."""
     D = x.shape[-1]
-    return mx.fast.rms_norm(x, filled(D, scale * D**-0.5, x.dtype), eps / D)
+    return mx.fast.rms_norm(x, constants.filled(D, scale * D**-0.5, x.dtype), eps / D)
 
 
 def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:

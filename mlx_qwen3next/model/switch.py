@@ -10,7 +10,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .constants import indices
+from . import constants
 
 
 class SwitchLinear(nn.Module):
@@ -21,7 +21,7 @@ class SwitchLinear(nn.Module):
 
     def __call__(self, x, indices, sorted_indices=False, rows=None):
         """x [..., M, in] -> [..., M, out] through expert indices[...] of each row;
-        `rows`: x's batch entry for each index (default: the broadcast one, built here)."""
+        `rows`: x's batch entry for each index (default: the gather builds them)."""
         return mx.gather_mm(x, self.weight.swapaxes(-1, -2), lhs_indices=rows,
                             rhs_indices=indices, sorted_indices=sorted_indices)
 
@@ -88,7 +88,7 @@ def batch_rows(x: mx.array) -> mx.array:
     """The index of each of x's batch entries (all but its last two axes), in their shape:
     a gather's lhs_indices that leave x's rows where they are (a constant: the gather
     would otherwise launch an arange of its own)."""
-    return indices(tuple(x.shape[:-2]))
+    return constants.indices(tuple(x.shape[:-2]))
 
 
 def sort_by_expert(x, indices):

@@ -197,9 +197,9 @@ def run_pair(path: Path, args) -> dict:
     for name, d in dec.items():
         res[name].update(decode=1.0 / median(d.times), decode_mean=len(d.times) / sum(d.times),
                          decode_peak=d.peak, tokens=d.tokens)
-        res[name]["prims"], _ = count_primitives(d.r, d.cache, d.tok)
+        res[name]["prims"] = count_primitives(d.r, d.cache, d.tok)
         with d.r.as_on_metal():
-            res[name]["prims_metal"] = count_primitives(d.r, d.cache, d.tok)[1]
+            res[name]["prims_metal"] = count_primitives(d.r, d.cache, d.tok, on_metal=True)
         print(f"  [{name}] decode: {res[name]['decode']:.2f} tok/s", file=sys.stderr)
     del dec
     if not args.no_generate_step:

@@ -39,7 +39,7 @@ def counted_step(r) -> Counter:
         tok = mx.argmax(r.step(tok, cache)[:, -1], -1, keepdims=True)
     mx.eval(tok, r.cache_arrays(cache))
     with r.as_on_metal():
-        return count_primitives(r, cache, tok)[1]
+        return count_primitives(r, cache, tok, on_metal=True)
 
 
 def side(cls, path: Path, group_size: int = 64) -> dict[str, Counter]:

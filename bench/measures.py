@@ -10,6 +10,7 @@ import re
 import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import mlx_qwen3next  # noqa: F401  (OpenBLAS before mlx.core)
@@ -109,18 +110,18 @@ def kinds_of(labels) -> Counter:
     return Counter("Compiled" if x.startswith("Compiled") else x for x in labels)
 
 
-def count_primitives(r, cache, tok) -> tuple[Counter, Counter]:
+def count_primitives(r, cache, tok, on_metal: bool = False) -> Counter:
     """Primitive nodes in the graph of one decode step (logits and every cache array),
-    by kind, as built here; and as Metal runs them, each mx.fast.* call one primitive
-    in place of the ops it expands to here. Compiled steps are traced afresh inside
-    the counter, so that their mx.fast calls are seen."""
-    with FastOpCounter() as fast:
+    by kind: as built here, or `on_metal`, each mx.fast call one primitive in place of
+    the ops it expands to here (traced inside the counter, compiled steps afresh, so
+    that their mx.fast calls are seen)."""
+    with FastOpCounter() if on_metal else nullcontext() as fast:
         r.retrace()
         logits = r.step(tok, cache)
     outs = [logits] + r.cache_arrays(cache)
     kinds = kinds_of(dot_labels(*outs))
     mx.eval(outs)
-    return kinds, as_on_metal(kinds, fast)
+    return as_on_metal(kinds, fast) if on_metal else kinds
 
 
 def as_on_metal(kinds: Counter, fast: FastOpCounter) -> Counter:

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=16)  # few shapes are live at once; a KV buffer's grow with the context
 def indices(shape: tuple, dtype=np.uint32) -> mx.array:
     """0, 1, 2, ... in row-major order, in `shape`."""
     return mx.array(np.arange(math.prod(shape), dtype=dtype).reshape(shape))

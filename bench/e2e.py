@@ -15,8 +15,9 @@ one model at a time, and measures in one run:
   peak memory     mx.get_peak_memory, reset before each phase (weights included)
   primitives      nodes of one decode step's graph (mx.export_to_dot of the
                   logits and every cache array after one step), by type; and
-                  as Metal would run it (mx.fast ops one node each, and without
-                  the CPU-only layouts of decode products, model/linear.py)
+                  as a GPU would run it: the plain modules (the CPU swaps undone)
+                  and each mx.fast op one node (bench/measures.py; bench/graph.py
+                  counts the same with 4-bit weights too)
   roofline        bytes a decode step must read (active weights, lm_head, the
                   embedding row, DeltaNet state read + write, KV cache) x tok/s,
                   next to the measured bandwidth of a 1 GiB copy and a 1 GiB gemv

@@ -3,6 +3,7 @@
 Modules are swapped by predicate, as nn.quantize does, each for a subclass with
 the same parameters: nn.Linear -> BlockedLinear, nn.Embedding -> BlockedEmbedding
 (a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
+nn.QuantizedLinear -> CpuQuantizedLinear, QuantizedSwitchLinear -> CpuQuantizedSwitchLinear,
 nn.SiLU -> PolySiLU, Attention -> BlockedCausalAttention; and the delta rule takes the
 CPU policy. Not for training:
 the polynomial SiLU and LAPACK's inverse have no gradient.
@@ -14,17 +15,20 @@ import mlx.nn as nn
 
 from ..kernels import dispatch
 from ..model.attention import Attention
-from ..model.switch import SwitchGLU, SwitchLinear
+from ..model.switch import QuantizedSwitchLinear, SwitchGLU, SwitchLinear
 from .activations import PolySiLU
 from .attention import BlockedCausalAttention
 from .delta_rule import CPU_POLICY
 from .experts import CpuSwitchLinear, GroupedSwitchGLU
 from .products import BlockedEmbedding, BlockedLinear
+from .quantized import CpuQuantizedLinear, CpuQuantizedSwitchLinear
 
-SWAPS = (  # exact type -> the CPU subclass (quantized modules are left as they are)
+SWAPS = (  # exact type -> the CPU subclass
     (nn.Linear, BlockedLinear),
     (nn.Embedding, BlockedEmbedding),
     (SwitchLinear, CpuSwitchLinear),
+    (nn.QuantizedLinear, CpuQuantizedLinear),
+    (QuantizedSwitchLinear, CpuQuantizedSwitchLinear),
     (SwitchGLU, GroupedSwitchGLU),
     (nn.SiLU, PolySiLU),
     (Attention, BlockedCausalAttention),
@@ -63,6 +67,8 @@ def _swap_children(module: nn.Module, swaps: dict = _TO_CPU):
             _swap_children(child, swaps)
             module[name] = swapped(child, swaps)
         elif isinstance(child, list):
-            for i, c in enumerate(child):
-                _swap_children(c, swaps)
-                child[i] = swapped(c, swaps)
+            held = module[name]  # children() lists a copy
+            for i, c in enumerate(held):
+                if isinstance(c, nn.Module):
+                    _swap_children(c, swaps)
+                    held[i] = swapped(c, swaps)

@@ -71,3 +71,20 @@ def test_specialise_swaps_quantized_modules_in_lists_too_and_unspecialise_undoes
     assert [type(m) for m in model.layers] == [CpuQuantizedLinear, CpuQuantizedSwitchLinear]
     unspecialise(model)
     assert [type(m) for m in model.layers] == [nn.QuantizedLinear, QuantizedSwitchLinear]
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+def test_a_mode_with_coded_scales_keeps_them(rows):
+    """mxfp4's scales are uint8 exponents: both paths use them as they are."""
+    linear = nn.Linear(128, 96, bias=False)
+    linear.set_dtype(mx.bfloat16)
+    plain = linear.to_quantized(group_size=32, bits=4, mode="mxfp4")
+    cpu = swapped(plain)
+    x = mx.random.normal((1, rows, 128), key=mx.random.key(rows)).astype(mx.bfloat16)
+    w = mx.dequantize(plain.weight, plain.scales, None, 32, 4, mode="mxfp4")
+    exact = np.asarray(x.astype(mx.float32), np.float64) @ np.asarray(
+        w.astype(mx.float32), np.float64).T
+    got, want = cpu(x), plain(x)
+    assert got.dtype == want.dtype == mx.bfloat16
+    err, plain_err = (relative_error(y, mx.array(exact)) for y in (got, want))
+    assert err <= 5e-3 and err <= plain_err + 1e-6

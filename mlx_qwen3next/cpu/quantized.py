@@ -21,9 +21,7 @@ QUANTIZED_ROWS = 4  # rows up to which the quantized product beats dequantize + 
 
 class CpuQuantizedLinear(nn.QuantizedLinear):
     def __call__(self, x: mx.array) -> mx.array:
-        dtype = mx.result_type(x, *([self.bias] if "bias" in self else []))
-        if self.mode == "affine":  # other modes' scales are uint8 codes
-            dtype = mx.result_type(dtype, self.scales)
+        dtype = out_dtype(self, x)
         if x.size // x.shape[-1] <= QUANTIZED_ROWS:
             return super().__call__(x.astype(mx.float32)).astype(dtype)
         y = x.astype(mx.float32) @ dequantized(self).T
@@ -35,15 +33,23 @@ class CpuQuantizedLinear(nn.QuantizedLinear):
 class CpuQuantizedSwitchLinear(QuantizedSwitchLinear):
     def __call__(self, x, indices, sorted_indices=False, rows=None):
         y = super().__call__(x.astype(mx.float32), indices, sorted_indices, rows)
-        return y.astype(mx.result_type(x, self.scales) if self.mode == "affine" else x.dtype)
+        return y.astype(out_dtype(self, x))
+
+
+def out_dtype(m, x: mx.array):
+    """The dtype the plain module gives for x: affine scales (and a bias) take part in
+    the type promotion; other modes' scales are uint8 codes."""
+    dtype = mx.result_type(x, m.scales) if m.mode == "affine" else x.dtype
+    return mx.result_type(dtype, m.bias) if "bias" in m else dtype
 
 
 def dequantized(m) -> mx.array:
     """m's weight in float32, exactly: an affine one from float32 scales and biases
     (dequantizing with bf16 ones rounds every weight to bf16); other modes' scales are
     codes, kept as they are."""
-    f32 = (lambda a: None if a is None else a.astype(mx.float32)) if m.mode == "affine" \
-        else (lambda a: a)
-    w = mx.dequantize(m.weight, f32(m.scales), f32(m.get("biases")), m.group_size, m.bits,
-                      mode=m.mode)
+    scales, biases = m.scales, m.get("biases")
+    if m.mode == "affine":
+        scales = scales.astype(mx.float32)
+        biases = None if biases is None else biases.astype(mx.float32)
+    w = mx.dequantize(m.weight, scales, biases, m.group_size, m.bits, mode=m.mode)
     return w.astype(mx.float32)

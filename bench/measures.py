@@ -81,10 +81,6 @@ class FastOpCounter:
             return opaque(*args, **kwargs)
         return call
 
-    @property
-    def expanded(self) -> int:
-        return sum(self.expansion.values())
-
     def _expand(self, name, f, args, kwargs) -> Counter:
         """The primitives, by kind, that one such call builds here."""
         ph = lambda a: mx.zeros(a.shape, a.dtype) if isinstance(a, mx.array) else a

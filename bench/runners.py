@@ -61,7 +61,6 @@ class Runner:
 
 class Ours(Runner):
     name = "ours"
-    compiles = True  # decode steps run under mx.compile (model/compiled.py)
 
     def __init__(self, path, mtp: bool = False):
         super().__init__(path)

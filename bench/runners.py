@@ -115,22 +115,25 @@ class MlxLm(Runner):
         """mlx-lm's own loader on `path` (strict: every tensor of model*.safetensors must
         match its module tree). With `share`, the loader runs lazily and the model then
         points at the arrays `share` loaded from the same files (same names, shapes and
-        dtypes, checked), so both models can stay resident in one copy of the weights."""
+        dtypes, checked), so both models can stay resident in mostly one copy of the
+        weights; the products ours joined at load (model/fused.py) mlx-lm reads itself."""
         super().__init__(path)
         from mlx.utils import tree_flatten
         from mlx_lm.utils import load_model
+        from mlx_qwen3next.model.fused import checkpoint_shapes
 
         self.model, _ = load_model(self.path, lazy=share is not None, strict=True)
         if share is not None:
             theirs = dict(tree_flatten(self.model.parameters()))
-            ours = {k: v for k, v in tree_flatten(share.model.parameters())
-                    if not k.startswith("mtp.")}
-            if set(theirs) != set(ours):
-                raise ValueError(f"parameter names differ: {sorted(set(theirs) ^ set(ours))[:5]}")
-            for k, v in theirs.items():
-                if v.shape != ours[k].shape or v.dtype != ours[k].dtype:
-                    raise ValueError(f"{k}: {v.shape} {v.dtype} vs {ours[k].shape} {ours[k].dtype}")
-            self.model.load_weights(list(ours.items()), strict=True)
+            names = {k for k, _ in checkpoint_shapes(share.model) if not k.startswith("mtp.")}
+            if set(theirs) != names:
+                raise ValueError(f"parameter names differ: {sorted(set(theirs) ^ names)[:5]}")
+            ours = {k: v for k, v in tree_flatten(share.model.parameters()) if k in theirs}
+            for k, v in ours.items():
+                if v.shape != theirs[k].shape or v.dtype != theirs[k].dtype:
+                    raise ValueError(f"{k}: {theirs[k].shape} {theirs[k].dtype} vs {v.shape} {v.dtype}")
+            self.model.load_weights(list(ours.items()), strict=False)
+            mx.eval(self.model.parameters())
         self.model.eval()
 
     def make_cache(self):

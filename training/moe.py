@@ -41,16 +41,16 @@ def training_moe(model: Model, dense: bool | None = None):
         dense = E * I <= 512
 
     class TrainingMoe(base):
-        def route(self, x):
-            inds, scores = super().route(x)
+        def route(self, logits):
+            inds, scores = super().route(logits)
             if _ROUTES is not None:
-                _ROUTES.append((mx.softmax(self.gate(x).astype(mx.float32), axis=-1), inds))
+                _ROUTES.append((mx.softmax(logits.astype(mx.float32), axis=-1), inds))
             return inds, scores
 
         def __call__(self, x):
             if not dense:
                 return super().__call__(x)
-            inds, scores = self.route(x)
+            inds, scores = self.route(self.gate(x))
             sw = self.switch_mlp
             E, I, H = sw.gate_proj.weight.shape
             S = ((inds[..., None] == mx.arange(E)).astype(x.dtype)

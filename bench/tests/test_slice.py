@@ -52,8 +52,8 @@ def test_same_weights_same_logits(tiny_slice):
     ours, theirs = Ours(tiny_slice, mtp=True), MlxLm(tiny_slice)
     assert ours.model.has_mtp  # ours read mtp.safetensors; mlx-lm loaded strictly without it
     for a, b in [(ours.model.lm_head.weight, theirs.model.lm_head.weight),
-                 (ours.model.layers[5].mlp.switch_mlp.up_proj.weight,
-                  theirs.model.layers[5].mlp.switch_mlp.up_proj.weight)]:
+                 (ours.model.layers[5].mlp.switch_mlp.down_proj.weight,
+                  theirs.model.layers[5].mlp.switch_mlp.down_proj.weight)]:
         assert mx.array_equal(a, b)
 
     logits = {}

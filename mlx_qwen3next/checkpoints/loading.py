@@ -42,10 +42,11 @@ def load_model(path, dtype: Optional[str] = None, mtp: bool = True, lazy: bool =
         quantize_like(model, cfg.quantization, weights)
     check_weights(model, weights, path)
     model.load_weights(list(weights.items()), strict=False)
+    del weights  # the model holds them now; joining products frees each part as it goes
     model.eval()
     if not lazy:
         mx.eval(model.parameters())
-    return fit_to_device(model) if specialise else model
+    return fit_to_device(model, join=not lazy) if specialise else model
 
 
 def read_config(path: Path) -> ModelConfig:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from ..model.fused import products, projections
 from ..model.switch import SwitchGLU, SwitchLinear, batch_rows
 from .products import streams_weight
 
@@ -23,7 +24,7 @@ from .products import streams_weight
 class CpuSwitchLinear(SwitchLinear):
     def __call__(self, x, indices, sorted_indices=False, rows=None):
         x, w = x.astype(mx.float32), self.weight.astype(mx.float32)
-        rows = batch_rows(x) if rows is None else rows
+        rows = batch_rows(x, indices) if rows is None else rows
         if not streams_weight(x.shape[-2], x, w):
             return mx.gather_mm(x, w.swapaxes(-1, -2), lhs_indices=rows, rhs_indices=indices,
                                 sorted_indices=sorted_indices).astype(self.weight.dtype)
@@ -41,19 +42,19 @@ class GroupedSwitchGLU(SwitchGLU):
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         if indices.size < self.SORT_FROM or not all(
-                isinstance(p, CpuSwitchLinear) for p in (self.gate_proj, self.up_proj,
-                                                         self.down_proj)):
+                isinstance(p, CpuSwitchLinear) for p in projections(self) + [self.down_proj]):
             return super().__call__(x, indices)
         k = indices.shape[-1]
         flat = indices.flatten()
         order = mx.argsort(flat)
-        counts = np.bincount(np.array(flat), minlength=self.gate_proj.weight.shape[0])
+        counts = np.bincount(np.array(flat), minlength=self.down_proj.weight.shape[0])
         xs = x.reshape(-1, x.shape[-1])[order // k]
         outs, start = [], 0
         for e in np.flatnonzero(counts):
             xe = xs[start : start + int(counts[e])]
             start += int(counts[e])
-            h = self.act(self.gate_proj.expert(xe, int(e))) * self.up_proj.expert(xe, int(e))
+            gate, up = products(self, lambda proj: proj.expert(xe, int(e)))
+            h = self.act(gate) * up
             outs.append(self.down_proj.expert(h, int(e)))
         y = mx.concatenate(outs, axis=0)[mx.argsort(order)]
         return y.reshape(*indices.shape, -1)

@@ -42,6 +42,7 @@ def load_stage(path, link: Link, split: Optional[str] = None, dtype: Optional[st
         quantize_like(model, cfg.quantization, mine)
     check_weights(model, mine, path)
     model.load_weights(list(mine.items()), strict=False)
+    del weights, mine  # the model holds them now; joining products frees each part as it goes
     model.eval()
     mx.eval(model.parameters())
     model.agree_on_dtypes()

@@ -30,10 +30,11 @@ VERSION = "1"
 
 
 def fingerprint(model) -> str:
-    """A hash of what a cache depends on: the config and every tensor's name and shape."""
-    from mlx.utils import tree_flatten
+    """A hash of what a cache depends on: the config and every tensor's name and shape
+    as the checkpoint holds them (fused products or not)."""
+    from ..model.fused import checkpoint_shapes
 
-    shapes = [(k, list(v.shape)) for k, v in tree_flatten(model.parameters())]
+    shapes = checkpoint_shapes(model)
     config = {k: v for k, v in asdict(model.config).items() if k != "quantization"}
     blob = json.dumps({"config": config, "shapes": shapes}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

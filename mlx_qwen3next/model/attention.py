@@ -8,11 +8,14 @@ import numpy as np
 
 from ..config import ModelConfig
 from . import constants
+from .fused import products
 from .norms import RMSNorm
 from .rope import PartialRoPE
 
 
 class Attention(nn.Module):
+    FUSED = ("q_proj", "k_proj", "v_proj")  # see fused.py
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads = cfg.num_attention_heads
@@ -34,9 +37,10 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, mask, cache=None, positions=0) -> mx.array:
         """`mask`: None, "causal" or a mask over the keys the cache returns."""
         B, L, _ = x.shape
-        q, gate = mx.split(self.q_proj(x).reshape(B, L, self.n_heads, 2 * self.head_dim), 2, -1)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
+        q, k, v = products(self, lambda proj: proj(x))
+        q, gate = mx.split(q.reshape(B, L, self.n_heads, 2 * self.head_dim), 2, -1)
+        k = k.reshape(B, L, self.n_kv_heads, self.head_dim)
+        v = v.reshape(B, L, self.n_kv_heads, self.head_dim)
         q = self.rope(self.q_norm(q).transpose(0, 2, 1, 3), positions)
         k = self.rope(self.k_norm(k).transpose(0, 2, 1, 3), positions)
         v = v.transpose(0, 2, 1, 3)

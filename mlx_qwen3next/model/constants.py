@@ -14,9 +14,10 @@ import numpy as np
 
 
 @lru_cache(maxsize=16)  # few shapes are live at once; a KV buffer's grow with the context
-def indices(shape: tuple, dtype=np.uint32) -> mx.array:
-    """0, 1, 2, ... in row-major order, in `shape`."""
-    return mx.array(np.arange(math.prod(shape), dtype=dtype).reshape(shape))
+def indices(shape: tuple, dtype=np.uint32, like: tuple | None = None) -> mx.array:
+    """0, 1, 2, ... in row-major order, in `shape` (broadcast to `like`, if given)."""
+    out = np.arange(math.prod(shape), dtype=dtype).reshape(shape)
+    return mx.array(out if like is None else np.broadcast_to(out, like))
 
 
 @lru_cache(maxsize=128)

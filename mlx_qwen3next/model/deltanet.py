@@ -14,6 +14,8 @@ from .norms import GatedRMSNorm
 
 
 class GatedDeltaNet(nn.Module):
+    FUSED = ("in_proj_qkvz", "in_proj_ba")  # see fused.py
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.nk, self.nv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
@@ -40,9 +42,9 @@ class GatedDeltaNet(nn.Module):
         conv_state = cache.conv_state if cache is not None else None
         if conv_state is None:
             conv_state = mx.zeros((B, self.kernel - 1, self.conv_dim), x.dtype)
-        q, k, v, z, g, beta, window = _prepare(self.act, (self.nk, self.dk, self.nv, self.dv))(
-            self.in_proj_qkvz(x), self.in_proj_ba(x), conv_state.astype(x.dtype),
-            self.conv1d.weight, self.A_log, self.dt_bias,
+        mixed, z, b, a = self.project(x)
+        q, k, v, g, beta, window = _prepare(self.act, (self.nk, self.dk, self.nv, self.dv))(
+            mixed, b, a, conv_state.astype(x.dtype), self.conv1d.weight, self.A_log, self.dt_bias,
         )
         state = cache.recurrent_state if cache is not None else None
         if cache is not None and cache.keep_steps:  # a verify: keep what a rewind needs
@@ -52,8 +54,23 @@ class GatedDeltaNet(nn.Module):
             y, new_state = gated_delta(q, k, v, g, beta, state, lengths)
         if cache is not None:
             cache.conv_state, cache.recurrent_state = window[:, L:, :], new_state
-        y = self.norm(y, z)
-        return self.out_proj(y.reshape(B, L, -1))
+        return self.out_proj(self.norm(y, z))
+
+    def project(self, x: mx.array):
+        """x -> the conv's input [q | k | v], z, b and a, each [B, L, -1], every head's
+        together: one product split, once fused.py has joined the projections in the
+        order `fused_rows` gives; else both products and `by_kind`."""
+        if "fused" in self:
+            return self["fused"].split(self["fused"].proj(x))
+        return by_kind(self.in_proj_qkvz(x), self.in_proj_ba(x), self.nk, self.dk)
+
+    def fused_rows(self):
+        """For fused.py: the joined in_proj_qkvz and in_proj_ba's rows in `project`'s
+        order (what by_kind makes of their row numbers), and each output's size."""
+        n_qkvz, n_ba = 2 * self.key_dim + 2 * self.value_dim, 2 * self.nv
+        rows = by_kind(mx.arange(n_qkvz)[None, None], mx.arange(n_qkvz, n_qkvz + n_ba)[None, None],
+                       self.nk, self.dk)
+        return mx.concatenate([r.reshape(-1) for r in rows]), [r.size for r in rows]
 
 
 _PREPARE = {}
@@ -67,30 +84,36 @@ def _prepare(act, heads):
     return _PREPARE[key]
 
 
-def prepare_inputs(qkvz, ba, conv_state, conv_weight, A_log, dt_bias, act, heads):
-    """Projections -> the delta rule's inputs: one compiled graph, so few primitives.
+def by_kind(qkvz: mx.array, ba: mx.array, nk: int, dk: int):
+    """The checkpoint's projections, interleaved per key-head group ([q | k | v.. | z..]
+    and [b.. | a..] for each of the nk groups) -> [q | k | v], z, b, a: every head's
+    together, [B, L, -1] each."""
+    B, L, _ = qkvz.shape
+    vz = qkvz.shape[-1] // nk - 2 * dk  # a group's v and z
+    q, k, v, z = mx.split(qkvz.reshape(B, L, nk, -1), [dk, 2 * dk, 2 * dk + vz // 2], -1)
+    b, a = mx.split(ba.reshape(B, L, nk, -1), 2, -1)
+    flat = lambda x: x.reshape(B, L, -1)
+    return mx.concatenate([flat(q), flat(k), flat(v)], -1), flat(z), flat(b), flat(a)
 
-    Undoes the per-key-head-group interleaving ([q | k | v.. | z..] and [b.. | a..]),
-    runs the depthwise causal conv over [conv_state, q k v] with `act` (SiLU), L2-normalises
-    q and k (q also scaled by Dk^-0.5) and computes the gates in float32.
-    Returns q, k, v, z, g, beta and the conv window (its tail is the next conv state).
+
+def prepare_inputs(mixed, b, a, conv_state, conv_weight, A_log, dt_bias, act, heads):
+    """The projections (`by_kind`'s layout) -> the delta rule's inputs: one compiled
+    graph, so few primitives.
+
+    Runs the depthwise causal conv over [conv_state, mixed] with `act` (SiLU),
+    L2-normalises q and k (q also scaled by Dk^-0.5) and computes the gates in float32.
+    Returns q, k, v, g, beta and the conv window (its tail is the next conv state).
     """
     nk, dk, nv, dv = heads
-    B, L, _ = qkvz.shape
-    r = nv // nk
-    q, k, v, z = mx.split(qkvz.reshape(B, L, nk, -1), [dk, 2 * dk, 2 * dk + r * dv], -1)
-    b, a = mx.split(ba.reshape(B, L, nk, 2 * r), [r], -1)
-    mixed = mx.concatenate(
-        [q.reshape(B, L, -1), k.reshape(B, L, -1), v.reshape(B, L, -1)], axis=-1
-    )
+    B, L, _ = mixed.shape
     window = mx.concatenate([conv_state, mixed], axis=1)
     q, k, v = mx.split(act(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
     q = l2_normalize(q.reshape(B, L, nk, dk), scale=dk**-0.5)
     k = l2_normalize(k.reshape(B, L, nk, dk))
-    beta = mx.sigmoid(b.reshape(B, L, nv).astype(mx.float32))
-    g = log_decay(a.reshape(B, L, nv), A_log, dt_bias)
-    return (q.astype(qkvz.dtype), k.astype(qkvz.dtype), v.reshape(B, L, nv, dv),
-            z.reshape(B, L, nv, dv), g, beta, window)
+    beta = mx.sigmoid(b.astype(mx.float32))
+    g = log_decay(a, A_log, dt_bias)
+    return (q.astype(mixed.dtype), k.astype(mixed.dtype), v.reshape(B, L, nv, dv), g, beta,
+            window)
 
 
 def l2_normalize(x: mx.array, eps: float = 1e-6, scale: float = 1.0) -> mx.array:
@@ -105,9 +128,11 @@ def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:
     """The depthwise causal conv: window [B, K-1+L, C], conv1d weight [C, K, 1] -> [B, L, C]."""
     K = conv_weight.shape[1]
     taps = mx.split(conv_weight.transpose(2, 1, 0), K, axis=1)  # K x [1, 1, C]
-    out = window[:, 0:L, :] * taps[0]
+    # one token: the window's K rows are the taps' inputs, one split (not K slices)
+    rows = mx.split(window, K, axis=1) if L == 1 else [window[:, i : i + L] for i in range(K)]
+    out = rows[0] * taps[0]
     for i in range(1, K):
-        out = out + window[:, i : i + L, :] * taps[i]
+        out = out + rows[i] * taps[i]
     return out
 
 

@@ -6,11 +6,14 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import ModelConfig
+from .fused import products
 from .switch import SwitchGLU
 
 
 class MLP(nn.Module):
     """A dense SwiGLU MLP (the shared expert, or a layer in mlp_only_layers)."""
+
+    FUSED = ("gate_proj", "up_proj")  # see fused.py
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
@@ -20,10 +23,13 @@ class MLP(nn.Module):
         self.act = nn.SiLU()
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = products(self, lambda proj: proj(x))
+        return self.down_proj(self.act(gate) * up)
 
 
 class SparseMoeBlock(nn.Module):
+    FUSED = ("gate", "shared_expert_gate")  # see fused.py
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.top_k = cfg.num_experts_per_tok
@@ -34,11 +40,11 @@ class SparseMoeBlock(nn.Module):
         self.shared_expert = MLP(H, cfg.shared_expert_intermediate_size)
         self.shared_expert_gate = nn.Linear(H, 1, bias=False)
 
-    def route(self, x: mx.array):
-        """Top-k expert indices and their weights (softmax over all experts, in fp32).
-        The indices are a choice, not a function to differentiate: gradients reach the
-        router through the weights only."""
-        logits = self.gate(x).astype(mx.float32)
+    def route(self, logits: mx.array):
+        """Top-k expert indices and their weights from the router's logits (softmax over
+        all experts, in fp32). The indices are a choice, not a function to differentiate:
+        gradients reach the router through the weights only."""
+        logits = logits.astype(mx.float32)
         E, k = logits.shape[-1], self.top_k
         inds = mx.stop_gradient(mx.argpartition(logits, kth=E - k, axis=-1)[..., E - k:])
         if self.norm_topk_prob:  # softmax over all, renormalised over the top k
@@ -46,8 +52,8 @@ class SparseMoeBlock(nn.Module):
         return inds, mx.take_along_axis(mx.softmax(logits, axis=-1), inds, axis=-1)
 
     def __call__(self, x: mx.array) -> mx.array:
-        inds, scores = self.route(x)
+        logits, shared_gate = products(self, lambda proj: proj(x))
+        inds, scores = self.route(logits)
         y = self.switch_mlp(x, inds)
         y = (scores[..., None, :].astype(y.dtype) @ y).squeeze(-2)  # weighted sum over k
-        shared = mx.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        return y + shared
+        return y + mx.sigmoid(shared_gate) * self.shared_expert(x)

@@ -42,7 +42,8 @@ class RMSNorm(nn.Module):
 
 
 class GatedRMSNorm(nn.Module):
-    """rms_norm(x) * w * silu(z), the gate computed in float32."""
+    """rms_norm(x) * w * silu(z), the gate computed in float32, in z's shape (the heads
+    of x [..., heads, dims] side by side in z [..., heads * dims])."""
 
     def __init__(self, dims: int, eps: float = 1e-6):
         super().__init__()
@@ -53,4 +54,4 @@ class GatedRMSNorm(nn.Module):
     def __call__(self, x: mx.array, z: mx.array) -> mx.array:
         y = mx.fast.rms_norm(x, self.weight, self.eps)
         gate = self.act(z.astype(mx.float32))
-        return (y.astype(mx.float32) * gate).astype(x.dtype)
+        return (y.astype(mx.float32).reshape(z.shape) * gate).astype(x.dtype)

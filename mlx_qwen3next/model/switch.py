@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from . import constants
+from .fused import products
 
 
 class SwitchLinear(nn.Module):
@@ -59,6 +60,8 @@ class QuantizedSwitchLinear(nn.Module):
 class SwitchGLU(nn.Module):
     """SwiGLU experts: down(silu(gate(x)) * up(x)) for each token's selected experts."""
 
+    FUSED = ("gate_proj", "up_proj")  # see fused.py
+
     SORT_FROM = 64  # (token, expert) pairs from which they are sorted by expert
 
     def __init__(self, hidden: int, intermediate: int, num_experts: int):
@@ -76,19 +79,21 @@ class SwitchGLU(nn.Module):
             x, idx, inv_order = sort_by_expert(x, indices)
         else:
             idx = indices
-        rows = batch_rows(x)
-        h = self.act(self.gate_proj(x, idx, do_sort, rows)) * self.up_proj(x, idx, do_sort, rows)
-        out = self.down_proj(h, idx, do_sort, batch_rows(h))
+        rows = batch_rows(x, idx)
+        gate, up = products(self, lambda proj: proj(x, idx, do_sort, rows))
+        h = self.act(gate) * up
+        out = self.down_proj(h, idx, do_sort, batch_rows(h, idx))
         if do_sort:
             return out[inv_order].reshape(*indices.shape, -1)
         return out.squeeze(-2)
 
 
-def batch_rows(x: mx.array) -> mx.array:
-    """The index of each of x's batch entries (all but its last two axes), in their shape:
-    a gather's lhs_indices that leave x's rows where they are (a constant: the gather
-    would otherwise launch an arange of its own)."""
-    return constants.indices(tuple(x.shape[:-2]))
+def batch_rows(x: mx.array, indices: mx.array) -> mx.array:
+    """For each of the expert `indices`, the index of x's batch entry (all but its last two
+    axes) that it reads: a gather's lhs_indices that leave x's rows where they are. A
+    constant in the indices' shape: the gather would otherwise launch an arange, or
+    broadcast the rows, of its own."""
+    return constants.indices(tuple(x.shape[:-2]), like=tuple(indices.shape))
 
 
 def sort_by_expert(x, indices):

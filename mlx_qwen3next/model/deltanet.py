@@ -32,7 +32,9 @@ class GatedDeltaNet(nn.Module):
         self.act = nn.SiLU()  # after the conv
         self.dt_bias = mx.ones((self.nv,))
         self.A_log = mx.zeros((self.nv,))
-        self.norm = GatedRMSNorm(self.dv, eps=cfg.rms_norm_eps)
+        # q goes unscaled (prepare_inputs); y = S q is linear in q and the norm of y is
+        # scale-free but for its eps, so Dk^-0.5 on q is eps * Dk here: the same output
+        self.norm = GatedRMSNorm(self.dv, eps=cfg.rms_norm_eps * self.dk)
         self.out_proj = nn.Linear(self.value_dim, H, bias=False)
 
     def __call__(self, x: mx.array, cache=None, pad_mask=None, lengths=None) -> mx.array:
@@ -101,27 +103,27 @@ def prepare_inputs(mixed, b, a, conv_state, conv_weight, A_log, dt_bias, act, he
     graph, so few primitives.
 
     Runs the depthwise causal conv over [conv_state, mixed] with `act` (SiLU),
-    L2-normalises q and k (q also scaled by Dk^-0.5) and computes the gates in float32.
+    L2-normalises q and k together (q is not scaled by Dk^-0.5: see GatedDeltaNet.norm)
+    and computes the gates in float32.
     Returns q, k, v, g, beta and the conv window (its tail is the next conv state).
     """
     nk, dk, nv, dv = heads
     B, L, _ = mixed.shape
     window = mx.concatenate([conv_state, mixed], axis=1)
-    q, k, v = mx.split(act(causal_conv(window, conv_weight, L)), [nk * dk, 2 * nk * dk], -1)
-    q = l2_normalize(q.reshape(B, L, nk, dk), scale=dk**-0.5)
-    k = l2_normalize(k.reshape(B, L, nk, dk))
+    qk, v = mx.split(act(causal_conv(window, conv_weight, L)), [2 * nk * dk], -1)
+    q, k = mx.split(l2_normalize(qk.reshape(B, L, 2 * nk, dk)), 2, axis=2)
     beta = mx.sigmoid(b.astype(mx.float32))
     g = log_decay(a, A_log, dt_bias)
     return (q.astype(mixed.dtype), k.astype(mixed.dtype), v.reshape(B, L, nv, dv), g, beta,
             window)
 
 
-def l2_normalize(x: mx.array, eps: float = 1e-6, scale: float = 1.0) -> mx.array:
-    """x * rsqrt(sum(x^2) + eps) * scale over the last axis: the RMS norm with eps / D and
-    a constant weight of scale * D^-0.5, one fused kernel on a GPU. It accumulates in
-    float32; the weight is rounded to x's dtype (bf16: within 2^-9 of it)."""
+def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:
+    """x * rsqrt(sum(x^2) + eps) over the last axis: the RMS norm with eps / D and a
+    constant weight of D^-0.5, one fused kernel on a GPU. It accumulates in float32;
+    the weight is rounded to x's dtype (bf16: within 2^-9 of it)."""
     D = x.shape[-1]
-    return mx.fast.rms_norm(x, constants.filled(D, scale * D**-0.5, x.dtype), eps / D)
+    return mx.fast.rms_norm(x, constants.filled(D, D**-0.5, x.dtype), eps / D)
 
 
 def causal_conv(window: mx.array, conv_weight: mx.array, L: int) -> mx.array:

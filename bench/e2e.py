@@ -168,10 +168,11 @@ def run_pair(path: Path, args) -> dict:
     ours = Ours(path, mtp=not args.no_mtp)
     weights = mx.get_active_memory()
     theirs = MlxLm(path, share=ours)
+    unshared = mx.get_active_memory() - weights  # mlx-lm's own copies of what ours joined
     print(f"  loaded in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     sides = {"mlx-lm": theirs, "ours": ours}
     res = {k: {"prefill": {}, "prefill_peak": {}} for k in sides}
-    res["weights"] = weights
+    res["weights"], res["unshared"] = weights, unshared
     for r in sides.values():  # warm-up: first-call costs (kernel self-checks, compiles)
         time_prefill(r, 16)
         Decoder(r, 8).steps(2)

@@ -56,9 +56,9 @@ def table(L: int, res: dict, bw: dict, args) -> tuple[str, dict]:
                     f"acceptance {good['acceptance']:.0%}; {good['tok_s'] / o['decode']:.2f}x "
                     f"our plain decode) | {good['tok_s']:.2f} | n/a | "
                     f"{fmt_ratio(good['tok_s'], m['decode'])} |")
-    rows.append(f"| weights resident (one copy, shared but the products ours joins) | "
-                f"{gb(res['weights'])} | "
-                f"{gb(res['weights'])} | |")
+    rows.append(f"| weights resident (mlx-lm reads ours' arrays but the products ours "
+                f"joins) | {gb(res['weights'])} | {gb(res['weights'])}, "
+                f"{gb(res.get('unshared', 0))} of them its own | |")
     for n in args.prefill:
         pair(f"peak memory above weights, prefill {n}", o["prefill_peak"].get(n),
              m["prefill_peak"].get(n), gb, gb)

@@ -10,7 +10,9 @@ from mlx_qwen3next import load_model
 from mlx_qwen3next.cpu import blas
 from mlx_qwen3next.cpu.activations import PolySiLU
 from mlx_qwen3next.cpu.attention import BlockedCausalAttention
-from mlx_qwen3next.cpu.delta_rule import CPU_POLICY, chunked_over_streams, tri_inverse
+from mlx_qwen3next.cpu.delta_rule import (
+    CPU_POLICY, STREAMS_FROM, chunked_over_streams, tri_inverse,
+)
 from mlx_qwen3next.cpu.experts import GroupedSwitchGLU
 from mlx_qwen3next.cpu.products import BlockedLinear
 from mlx_qwen3next.kernels import dispatch
@@ -22,7 +24,7 @@ from test_kernels import assert_close, make_inputs, relative_error
 pytestmark = pytest.mark.cpu_only
 
 
-@pytest.mark.parametrize("T", [65, 1000])
+@pytest.mark.parametrize("T", [STREAMS_FROM + 1, 1000])
 @pytest.mark.parametrize("ratio", [1, 4])
 def test_chunked_over_streams_equals_one_stream(T, ratio):
     """The head split (one slice per CPU stream, one BLAS thread each) is the same

@@ -10,7 +10,7 @@ import pytest
 import mlx_qwen3next  # noqa: F401
 import mlx.core as mx
 from mlx_qwen3next import load, stream_generate
-from mlx_qwen3next.generation.prompt_cache import PromptCache
+from mlx_qwen3next.generation.prompt_cache import MIN_GAP, PromptCache
 
 GREEDY = dict(temperature=0.0, max_tokens=8)
 
@@ -64,15 +64,27 @@ def test_mid_document_checkpoints(tiny):
 
 def test_repeat_and_undo_like_prefixes(tiny):
     """The same prompt again (all but its last token reused), then a shorter one (an
-    undo: the conversation minus its last turn)."""
+    undo: the conversation minus its last turn), which restarts from a message's end
+    (messages long enough for checkpoints, MIN_GAP tokens apart)."""
     pc = PromptCache(max_bytes=1 << 30)
-    long = chat("One", "Two", "Three", "Four", "Five")
+    said = lambda word: f"{word}: " + "and so on, " * MIN_GAP
+    long = chat(*map(said, ("One", "Two", "Three", "Four", "Five")))
     run(tiny, long, prompt_cache=pc)
     again, last = run(tiny, long, prompt_cache=pc)
     assert again == run(tiny, long)[0] and last.cached_tokens == last.prompt_tokens - 1
-    undone = chat("One", "Two", "Three")
+    undone = chat(*map(said, ("One", "Two", "Three")))
     warm, last = run(tiny, undone, prompt_cache=pc)
     assert 0 < last.cached_tokens < last.prompt_tokens and warm == run(tiny, undone)[0]
+
+
+def test_checkpoints_at_least_min_gap_apart():
+    """Chunk ends for a prefill of positions 100..300: message ends (and every `every`
+    tokens) no closer than MIN_GAP to the last kept one or to the end, then the end."""
+    pc = PromptCache(max_bytes=1 << 20, every=128)
+    ends = [103, 140, 150, 200, 290]  # 103: too near the start, 150: to 140, 290: to the end
+    assert pc.cuts(100, 300, ends) == [p - 100 for p in (140, 200, 256, 300)]
+    assert pc.cuts(100, 110, ends) == [10]  # a short suffix: one chunk
+    assert pc.cuts(300, 300, ends) == []
 
 
 def test_eviction_under_a_small_budget(tiny):
@@ -151,3 +163,59 @@ def test_chat_sessions_share_it_and_resume_from_disk(tiny, tmp_path):
     c.load_cache(file)
     assert c.messages == b.messages and c.tokens == b.tokens
     assert reply(c, "Fifth.") == reply(b, "Fifth.")
+
+
+def message_ends_by_encoding_each(tokenizer, messages, tools, ids):
+    """The definition message_ends computes with one encoding: each message's rendering
+    encoded on its own and found at the start of `ids`."""
+    from mlx_qwen3next.generation.prompt import encode_text, render_chat
+
+    out = []
+    for i in range(1, len(messages) + 1):
+        head = encode_text(tokenizer, render_chat(tokenizer, messages[:i], tools,
+                                                  add_generation_prompt=False))
+        if head == ids[: len(head)]:
+            out.append(len(head))
+    return out
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "d",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+CHATS = [
+    (chat("Hello there, how are you?", "Fine, thanks.", "And the weather  in Paris?\n"), None),
+    (chat("Ünïcödé — ok?", "Oui, très bien ✓", "  spaces  ", "\n\nnew lines\n"), None),
+    ([{"role": "user", "content": "Weather in Rome?"},
+      {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+          "name": "get_weather", "arguments": {"city": "Rome"}}}]},
+      {"role": "tool", "content": '{"t": 3}'},
+      {"role": "assistant", "content": "It is 3 degrees."},
+      {"role": "user", "content": "Thanks"}], [TOOL]),
+]
+
+
+@pytest.mark.parametrize("which", ["tiny", "trained"])
+def test_message_ends_equal_encoding_each_message(tiny, which):
+    """One encoding with offsets finds the same ends as encoding every message's
+    rendering, also when the ids stop following the rendering (a reply kept as
+    generated, here one id changed)."""
+    from pathlib import Path
+
+    from mlx_qwen3next.checkpoints.tokenizer import load_tokenizer
+    from mlx_qwen3next.generation.prompt import encode_prompt
+    from mlx_qwen3next.generation.prompt_cache import message_ends
+
+    model, tok = tiny
+    if which == "trained":
+        import mlx_qwen3next
+
+        tok = load_tokenizer(Path(mlx_qwen3next.__file__).parent / "assets" / "qwen3next-tiny",
+                             model.config)
+    for messages, tools in CHATS:
+        ids = encode_prompt(tok, messages, 1 << 30, tools)
+        ends = message_ends(tok, messages, tools, ids)
+        assert ends == message_ends_by_encoding_each(tok, messages, tools, ids)
+        assert len(ends) == len(messages)
+        changed = list(ids)
+        changed[ends[1] + 1] = (changed[ends[1] + 1] + 1) % 100
+        assert message_ends(tok, messages, tools, changed) == ends[:2] == \
+            message_ends_by_encoding_each(tok, messages, tools, changed)

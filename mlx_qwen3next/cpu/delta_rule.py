@@ -19,6 +19,9 @@ from .blas import blas_threads
 from .streams import on_stream, split_count
 
 
+STREAMS_FROM = 2 * CHUNK  # tokens; measured in bench/RESULTS.md, "Delta rule"
+
+
 def tri_inverse(A):
     """(I + A)^-1 for strictly lower-triangular float32 A [..., C, C] (LAPACK)."""
     C = A.shape[-1]
@@ -29,7 +32,11 @@ def tri_inverse(A):
 def chunked_over_streams(q, k, v, g, beta, state=None, lengths=None, streams=None):
     """gated_delta_chunked with the heads split over up to `streams` CPU streams
     (default one per core), a group of chunks at a time on every stream; under
-    mx.compile or on one core, one stream."""
+    mx.compile or on one core, one stream. Calls shorter than STREAMS_FROM tokens (a
+    follow-up turn's few new tokens) take the plain scan: there the split, its host
+    sync and LAPACK cost more than they save."""
+    if q.shape[1] < STREAMS_FROM:
+        return gated_delta_chunked(q, k, v, g, beta, state, lengths)
     inverse = tri_inverse if q.dtype == mx.float32 else None
     n = split_count(q.shape[2], streams)
     inputs = [q, k, v, g, beta] + ([state] if state is not None else [])

@@ -12,7 +12,7 @@ and checkpoint that cover its longest stored prefix and prefills only the rest:
 
 Checkpoints are taken at the end of each chat message, every `every` tokens of a long
 prefill, and at the end of the prompt, so that a prompt that diverges mid-document
-reuses the part before the divergence. An entry that is a prefix of a newer one is
+reuses the part before the divergence; none closer than MIN_GAP tokens to the last. An entry that is a prefix of a newer one is
 dropped when the newer one is stored (its checkpoints move over), so each DeltaNet
 state is held once. Entries are evicted least-recently-used past `max_bytes`.
 """
@@ -25,9 +25,10 @@ from typing import Optional
 
 from ..cache import DeltaNetCache, HybridCache
 from ..checkpoints.memory import available_memory
-from .prompt import encode_text, render_chat
+from .prompt import render_chat
 
 EVERY = 2048  # tokens between checkpoints of a long prefill
+MIN_GAP = 32  # fewest tokens between checkpoints (re-prefilling fewer costs about a chunk)
 SHARE_OF_MEMORY = 0.1  # the default byte budget, of the memory available at creation
 
 
@@ -102,10 +103,18 @@ class PromptCache:
 
     def cuts(self, start: int, n: int, boundaries=()) -> list[int]:
         """Positions (counted from `start`, the cached ones) where the prefill of ids
-        start..n should end a chunk: message boundaries, every `every` tokens, the end."""
+        start..n should end a chunk for a checkpoint: message boundaries and every `every`
+        tokens, each at least MIN_GAP from the last one kept and from n, and n itself.
+        A closer checkpoint would save less prefill than its chunk costs: a follow-up
+        turn's suffix (the reply's end, a short question, the generation prompt) is then
+        one chunk, not three."""
         wanted = {b for b in boundaries if start < b < n}
         wanted |= set(range((start // self.every + 1) * self.every, n, self.every))
-        return sorted(p - start for p in wanted)
+        kept = []
+        for p in sorted(wanted):
+            if p - (kept[-1] if kept else start) >= MIN_GAP and n - p >= MIN_GAP:
+                kept.append(p)
+        return [p - start for p in kept + [n] if p > start]
 
     def recorder(self, cache: HybridCache, positions) -> "Recorder":
         return Recorder(cache, set(positions))
@@ -171,11 +180,24 @@ def restore(cache: HybridCache, entry: Entry, p: int):
 
 def message_ends(tokenizer, messages, tools, ids) -> list[int]:
     """Where each chat message ends in `ids`: the positions whose prefix of `ids` is the
-    rendering of the messages so far (a reply kept as generated may not be)."""
+    rendering of the messages so far (a reply kept as generated may not be).
+
+    One encoding of the whole chat, with each token's end in the text: a message ends
+    at a position when its rendering is a prefix of the whole's and a token ends there
+    (not one encoding per message: that grew with the messages times the tokens)."""
+    whole = render_chat(tokenizer, messages, tools)
+    try:
+        encoded = tokenizer._tokenizer(whole, add_special_tokens=False,
+                                       return_offsets_mapping=True)
+    except NotImplementedError:  # a slow tokenizer gives no offsets: no message checkpoints
+        return []
+    enc, at = encoded["input_ids"], {end: i + 1 for i, (_, end) in enumerate(
+        encoded["offset_mapping"])}
+    same = next((i for i, (a, b) in enumerate(zip(enc, ids)) if a != b), min(len(enc), len(ids)))
     out = []
     for i in range(1, len(messages) + 1):
-        head = encode_text(tokenizer, render_chat(tokenizer, messages[:i], tools,
-                                                  add_generation_prompt=False))
-        if head == ids[: len(head)]:
-            out.append(len(head))
+        head = render_chat(tokenizer, messages[:i], tools, add_generation_prompt=False)
+        end = at.get(len(head)) if whole.startswith(head) else None
+        if end is not None and end <= same:
+            out.append(end)
     return out

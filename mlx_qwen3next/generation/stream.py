@@ -108,9 +108,7 @@ class Reuse:
     def __init__(self, prompt_cache: PromptCache, model, ids, kv_bits, boundaries):
         self.prompt_cache, self.kv_bits = prompt_cache, kv_bits
         self.cache, self.start = prompt_cache.fetch(model, ids, kv_bits)
-        ends = prompt_cache.cuts(self.start, len(ids) - 1, boundaries) + [len(ids) - 1 -
-                                                                         self.start]
-        self.cuts = [c for c in ends if c > 0]
+        self.cuts = prompt_cache.cuts(self.start, len(ids) - 1, boundaries)
         self.recorder = prompt_cache.recorder(self.cache, [self.start + c for c in self.cuts])
 
     def store(self, tokens):

@@ -132,3 +132,22 @@ def test_specialised_cpu_model_with_fused_experts_matches_the_plain_one(plain, t
     for step, (a, b) in enumerate(zip(generate(plain, ids),
                                       generate(load_model(tiny_checkpoint), ids))):
         assert rel_err(b, a) <= 1e-4, f"call {step}: {rel_err(b, a)}"
+
+
+def test_biases_join_with_their_weights():
+    """attention_bias: q, k and v carry biases, which join along their only axis."""
+    from mlx_qwen3next.config import ModelConfig
+    from mlx_qwen3next.model.model import Model
+    from mlx_qwen3next.testing.tiny import tiny_config
+
+    cfg = ModelConfig.from_dict(tiny_config(attention_bias=True))
+    plain = Model(cfg, mtp=False)
+    joined = Model(cfg, mtp=False)
+    joined.load_weights(tree_flatten(plain.parameters()))
+    fuse(joined)
+    attn = joined.layers[3].self_attn
+    assert "q_proj" not in attn and attn.fused.proj.bias.shape == (
+        plain.layers[3].self_attn.q_proj.bias.size + 2 * plain.layers[3].self_attn.k_proj.bias.size,)
+    ids = prompt()
+    assert rel_err(joined(ids), plain(ids)) <= TOL
+    assert checkpoint_shapes(joined) == checkpoint_shapes(plain)

@@ -19,7 +19,7 @@ from .blas import blas_threads
 from .streams import on_stream, split_count
 
 
-STREAMS_FROM = 2 * CHUNK  # tokens; measured in bench/RESULTS.md, "Delta rule"
+STREAMS_FROM = 2 * CHUNK  # tokens; bench/RESULTS.md, "Follow-up turns"
 
 
 def tri_inverse(A):

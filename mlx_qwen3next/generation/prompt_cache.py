@@ -11,10 +11,10 @@ and checkpoint that cover its longest stored prefix and prefills only the rest:
   and is never recomputed).
 
 Checkpoints are taken at the end of each chat message, every `every` tokens of a long
-prefill, and at the end of the prompt, so that a prompt that diverges mid-document
-reuses the part before the divergence; none closer than MIN_GAP tokens to the last. An entry that is a prefix of a newer one is
-dropped when the newer one is stored (its checkpoints move over), so each DeltaNet
-state is held once. Entries are evicted least-recently-used past `max_bytes`.
+prefill, and at the end of the prompt (none closer than MIN_GAP tokens to another), so
+that a prompt that diverges mid-document reuses the part before the divergence. An entry
+that is a prefix of a newer one is dropped when the newer one is stored (its checkpoints
+move over), so each DeltaNet state is held once. Entries are evicted least-recently-used past `max_bytes`.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ def message_ends(tokenizer, messages, tools, ids) -> list[int]:
     (not one encoding per message: that grew with the messages times the tokens)."""
     whole = render_chat(tokenizer, messages, tools)
     try:
-        encoded = tokenizer._tokenizer(whole, add_special_tokens=False,
-                                       return_offsets_mapping=True)
+        hf = getattr(tokenizer, "_tokenizer", tokenizer)  # under mlx-lm's wrapper
+        encoded = hf(whole, add_special_tokens=False, return_offsets_mapping=True)
     except NotImplementedError:  # a slow tokenizer gives no offsets: no message checkpoints
         return []
     enc, at = encoded["input_ids"], {end: i + 1 for i, (_, end) in enumerate(

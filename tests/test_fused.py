@@ -11,13 +11,9 @@ from mlx.utils import tree_flatten
 from mlx_qwen3next import load_model
 from mlx_qwen3next.generation.cache_file import fingerprint
 from mlx_qwen3next.model.fused import Fused, checkpoint_shapes, fuse
+from test_compiled_decode import rel_err
 
 TOL = 1e-5  # float32: a joined product sums the same terms, maybe blocked differently
-
-
-def rel_err(a, b) -> float:
-    a, b = (np.asarray(x.astype(mx.float32), np.float64) for x in (a, b))
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def prompt(n=12, seed=0):

@@ -29,11 +29,11 @@ class Fused(nn.Module):
         super().__init__()
         self.proj = proj
         self._names, self._sizes = tuple(names), tuple(sizes)
-        self._outputs = tuple(outputs or sizes)
+        outputs = tuple(outputs or sizes)
+        self._cuts = tuple(sum(outputs[: i + 1]) for i in range(len(outputs) - 1))
 
     def split(self, out: mx.array) -> list:
-        sizes = self._outputs
-        return mx.split(out, [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)], axis=-1)
+        return mx.split(out, list(self._cuts), axis=-1)
 
     def parts(self, name: str, shape: tuple) -> list:
         """The (name, shape) of each part of proj's parameter `name` of `shape`."""

@@ -107,16 +107,23 @@ def kinds_of(labels) -> Counter:
 
 
 def count_primitives(r, cache, tok, on_metal: bool = False) -> Counter:
-    """Primitive nodes in the graph of one decode step (logits and every cache array),
+    """Primitive nodes in the graph of one decode step (the body with every cache array,
+    then the lm_head),
     by kind: as built here, or `on_metal`, each mx.fast call one primitive in place of
     the ops it expands to here (traced inside the counter, compiled steps afresh, so
     that their mx.fast calls are seen)."""
     with FastOpCounter() if on_metal else nullcontext() as fast:
         r.retrace()
-        logits = r.step(tok, cache)
-    outs = [logits] + r.cache_arrays(cache)
-    kinds = kinds_of(dot_labels(*outs))
-    mx.eval(outs)
+        kinds = Counter()
+        # the body and the head one after the other: on the CPU our lm_head evaluates
+        # its input itself (cpu/gemv.py), which would hide the body's graph
+        hidden = r.body(tok, cache)
+        outs = [hidden] + r.cache_arrays(cache)
+        kinds += kinds_of(dot_labels(*outs))
+        mx.eval(outs)
+        logits = r.head(hidden)
+        kinds += kinds_of(dot_labels(logits))
+        mx.eval(logits)
     return as_on_metal(kinds, fast) if on_metal else kinds
 
 

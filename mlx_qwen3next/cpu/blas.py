@@ -54,6 +54,11 @@ def _openblas_config(lib) -> str:
     return fn().decode(errors="replace").strip()
 
 
+def openblas():
+    """The OpenBLAS library this module loaded (ctypes), or None."""
+    return _lib
+
+
 def active_blas() -> str:
     """Which BLAS MLX's CPU matmul uses in this process."""
     return _active

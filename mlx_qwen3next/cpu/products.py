@@ -95,10 +95,3 @@ class BlockedLinear(nn.Linear):
             return super().__call__(x)
         y = product(x, self.weight)
         return y + self.bias if "bias" in self else y
-
-
-class BlockedEmbedding(nn.Embedding):
-    """nn.Embedding whose tied lm_head (as_linear) takes the decode layouts."""
-
-    def as_linear(self, x: mx.array) -> mx.array:
-        return matmul_t(x, self.weight)

@@ -1,8 +1,8 @@
 """The one load-time step that fits a model to MLX's CPU backend.
 
 Modules are swapped by predicate, as nn.quantize does, each for a subclass with
-the same parameters: nn.Linear -> BlockedLinear, nn.Embedding -> BlockedEmbedding
-(a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
+the same parameters: nn.Linear -> BlockedLinear (HeadLinear for the lm_head),
+nn.Embedding -> HeadEmbedding (a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
 nn.QuantizedLinear -> CpuQuantizedLinear, QuantizedSwitchLinear -> CpuQuantizedSwitchLinear,
 nn.SiLU -> PolySiLU, Attention -> BlockedCausalAttention; and the delta rule takes the
 CPU policy. Not for training:
@@ -20,12 +20,13 @@ from .activations import PolySiLU
 from .attention import BlockedCausalAttention
 from .delta_rule import CPU_POLICY
 from .experts import CpuSwitchLinear, GroupedSwitchGLU
-from .products import BlockedEmbedding, BlockedLinear
+from .gemv import HeadEmbedding, HeadLinear
+from .products import BlockedLinear
 from .quantized import CpuQuantizedLinear, CpuQuantizedSwitchLinear
 
 SWAPS = (  # exact type -> the CPU subclass
     (nn.Linear, BlockedLinear),
-    (nn.Embedding, BlockedEmbedding),
+    (nn.Embedding, HeadEmbedding),
     (SwitchLinear, CpuSwitchLinear),
     (nn.QuantizedLinear, CpuQuantizedLinear),
     (QuantizedSwitchLinear, CpuQuantizedSwitchLinear),
@@ -33,8 +34,10 @@ SWAPS = (  # exact type -> the CPU subclass
     (nn.SiLU, PolySiLU),
     (Attention, BlockedCausalAttention),
 )
+HEAD = "lm_head"  # the one product a decode step runs outside the compiled layer steps
 _TO_CPU = dict(SWAPS)
-_TO_PLAIN = {cpu: plain for plain, cpu in SWAPS}
+_HEAD_TO_CPU = _TO_CPU | {nn.Linear: HeadLinear}
+_TO_PLAIN = {cpu: plain for plain, cpu in SWAPS} | {HeadLinear: nn.Linear}
 
 
 def swapped(module: nn.Module, swaps: dict = _TO_CPU) -> nn.Module:
@@ -65,7 +68,8 @@ def _swap_children(module: nn.Module, swaps: dict = _TO_CPU):
     for name, child in module.children().items():
         if isinstance(child, nn.Module):
             _swap_children(child, swaps)
-            module[name] = swapped(child, swaps)
+            head = name == HEAD and swaps is _TO_CPU
+            module[name] = swapped(child, _HEAD_TO_CPU if head else swaps)
         elif isinstance(child, list):
             held = module[name]  # children() lists a copy
             for i, c in enumerate(held):

@@ -77,6 +77,30 @@ def test_batch_rows_without_padding(model):
     assert_same(run(model, False, prompt, tokens)[0], run(model, True, prompt, tokens)[0])
 
 
+def test_left_padded_batch(model, monkeypatch):
+    """Rows of different lengths, left-padded, decoded through the compiled steps across
+    the KV buffer's growth: the eager forward's logits, and each row's logits alone."""
+    a, b = ids(250, seed=4)[0], ids(243, seed=5)[0]
+    tokens = ids(12, seed=6, rows=2)
+
+    def padded(fast):
+        model.compile_steps = False  # the prefill: eager either way
+        cache = model.make_cache(left_pad=[0, 7])
+        model(mx.array([a, [0] * 7 + b]), cache)
+        return run(model, fast, [], tokens, cache)[0]
+
+    calls = []
+    layer = compiled.CompiledSteps.layer
+    monkeypatch.setattr(compiled.CompiledSteps, "layer",
+                        lambda self, *args, **kw: calls.append(1) or layer(self, *args, **kw))
+    fast = padded(True)
+    assert len(calls) == 12 * len(model.layers)
+    assert_same(padded(False), fast)
+    for row, prompt in enumerate((a, b)):
+        alone = run(model, True, [prompt], [tokens[row]])[0]
+        assert_same(alone, [step[row:row + 1] for step in fast], tol=1e-4)
+
+
 def test_greedy_generation_identical(model):
     greedy = lambda logprobs: mx.argmax(logprobs, axis=-1)
     out = {}
@@ -168,7 +192,8 @@ def test_eager_path_where_compiled_does_not_apply(model, monkeypatch):
     monkeypatch.setattr(compiled.CompiledSteps, "layer", refuse)
     padded = model.make_cache(left_pad=[0, 2])
     model(mx.array(ids(5, rows=2)), padded)
-    model(mx.array([[1], [2]]), padded)
+    padded.keep_steps(True)  # a left-padded verify is eager
+    model(mx.array([[1, 2], [2, 3]]), padded)
     cache = model.make_cache()
     model(mx.array(ids(5)), cache)
     model(mx.array([[1, 2]]), cache)  # a few tokens without keep_steps: a plain prefill

@@ -69,7 +69,11 @@ def attention_mask(L: int, offset: int, left_pad: mx.array | None, dtype):
     return mx.where(allowed, 0.0, -mx.inf).astype(dtype)[:, None]
 
 
+def buffer_slots(capacity: int) -> mx.array:
+    """Slot numbers of a KV buffer [1, capacity] (a constant)."""
+    return constants.indices((1, capacity), np.int32)
+
+
 def buffer_mask(L: int, offset: mx.array, capacity: int) -> mx.array:
     """Query t (at position offset + t) sees buffer slots <= offset + t: [L, capacity]."""
-    slots = constants.indices((1, capacity), np.int32)
-    return slots <= offset + constants.indices((L, 1), np.int32)
+    return buffer_slots(capacity) <= offset + constants.indices((L, 1), np.int32)

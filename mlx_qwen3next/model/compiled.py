@@ -18,17 +18,18 @@ import mlx.core as mx
 
 from ..cache import BufferedKV, DeltaNetCache, KVCache
 from ..kernels.decode import MAX_T
-from .attention import buffer_mask
+from .attention import buffer_mask, buffer_slots
 from .decoder import StepContext
 
 
 def usable(input_ids: mx.array, cache) -> bool:
-    """A plain cache and one new token per row, or up to MAX_T with per-token states
-    kept (a verify call)."""
-    if not _plain(input_ids, cache):
+    """A plain cache and one new token per row (left-padded rows too), or up to MAX_T
+    with per-token states kept (a verify call, unpadded)."""
+    if input_ids.ndim != 2:
         return False
-    T = input_ids.shape[1]
-    return T == 1 or (verifying(cache) and T <= MAX_T)
+    if input_ids.shape[1] == 1 and not verifying(cache):
+        return _plain(input_ids, cache, padded=True)
+    return _plain(input_ids, cache) and verifying(cache) and input_ids.shape[1] <= MAX_T
 
 
 def draftable(next_ids: mx.array, cache) -> bool:
@@ -36,10 +37,10 @@ def draftable(next_ids: mx.array, cache) -> bool:
     return _plain(next_ids, cache) and next_ids.shape[1] <= MAX_T
 
 
-def _plain(ids: mx.array, cache) -> bool:
-    """Unpadded rows, and every KV cache a plain one in step with the cache (not, say,
-    a quantized KV cache: those take the eager layers)."""
-    if cache is None or ids.ndim != 2 or cache.left_pad is not None:
+def _plain(ids: mx.array, cache, padded: bool = False) -> bool:
+    """Unpadded rows (or, `padded`, left-padded ones too), and every KV cache a plain one
+    in step with the cache (not, say, a quantized KV cache: those take the eager layers)."""
+    if cache is None or ids.ndim != 2 or (cache.left_pad is not None and not padded):
         return False
     return all(type(c) is KVCache and c.offset == cache.offset
                for c in cache if isinstance(c, KVCache))
@@ -57,9 +58,13 @@ def deltanet_step(layer, verify, x, conv_state, state):
     return (x, c.conv_state, c.recurrent_state, *kept)
 
 
-def attention_step(layer, x, keys, values, offset):
+def attention_step(layer, x, keys, values, offset, left_pad=None):
     kv = BufferedKV(keys, values, offset)
-    x = layer(x, kv, StepContext(buffer_mask(x.shape[1], offset, keys.shape[2]), offset))
+    mask, positions = buffer_mask(x.shape[1], offset, keys.shape[2]), offset
+    if left_pad is not None:  # a left-padded batch: row b starts at slot left_pad[b]
+        mask = mask & (buffer_slots(keys.shape[2]) >= left_pad[:, None, None, None])
+        positions = offset - left_pad
+    x = layer(x, kv, StepContext(mask, positions))
     return x, kv.keys, kv.values
 
 
@@ -82,13 +87,13 @@ class CompiledSteps:
         return (mtp is not self.mtp or len(layers) != len(self.layers)
                 or any(a is not b for a, b in zip(layers, self.layers)))
 
-    def _step(self, i: int, verify: bool):
-        if (i, verify) not in self._steps:
+    def _step(self, i: int, verify: bool, padded: bool = False):
+        if (i, verify, padded) not in self._steps:
             layer = self.layers[i]
             fn = partial(deltanet_step, layer, verify) if layer.is_linear else partial(
                 attention_step, layer)
-            self._steps[i, verify] = mx.compile(fn, inputs=layer)
-        return self._steps[i, verify]
+            self._steps[i, verify, padded] = mx.compile(fn, inputs=layer)
+        return self._steps[i, verify, padded]
 
     def layer(self, i: int, x: mx.array, cache, verify: bool = False) -> mx.array:
         """Layer i on x [B, T, hidden], its cache updated; `verify`: keep per-token
@@ -105,13 +110,16 @@ class CompiledSteps:
             if verify:
                 c.step_first, c.step_window, c.step_terms = first, kept[0], tuple(kept[1:])
             return x
-        return self._attention(self._step(i, False), self.layers[i].self_attn, x, c)
+        pad = () if cache.left_pad is None else (cache.left_pad.astype(mx.int32),)
+        return self._attention(self._step(i, False, bool(pad)), self.layers[i].self_attn, x, c,
+                               after=pad)
 
     @staticmethod
-    def _attention(step, attn, x, c: KVCache, *extra):
+    def _attention(step, attn, x, c: KVCache, *extra, after=()):
         B, T = x.shape[:2]
         c.reserve(T, B, attn.n_kv_heads, attn.head_dim, x.dtype)
-        x, c.keys, c.values = step(*extra, x, c.keys, c.values, mx.array(c.offset, mx.int32))
+        x, c.keys, c.values = step(*extra, x, c.keys, c.values, mx.array(c.offset, mx.int32),
+                                   *after)
         c.offset += T
         return x
 

@@ -23,6 +23,7 @@ def serve(
         help="Require `Authorization: Bearer KEY` (default: no key; or QWEN3NEXT_API_KEY)."),
     cors: Optional[str] = typer.Option(None, "--cors", help="Allow this browser origin (default: none)."),
     max_queue: int = typer.Option(16, "--max-queue", min=1, help="Requests that may wait; past it, 429."),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Requests decoded together at most (1: one at a time)."),
     max_context: Optional[int] = typer.Option(None, "--max-context", min=1, help="Refuse prompts longer than this (default: the model's context)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast float weights: bfloat16, float16 or float32 (default: as stored)."),
     distributed: Optional[str] = o.DISTRIBUTED,
@@ -30,8 +31,9 @@ def serve(
 ):
     """Serve the model over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health.
 
-    Requests run one at a time in arrival order and share one prompt cache, so a client
-    that resends a conversation prefills only its new tokens. SIGINT or SIGTERM stops
+    Requests start in arrival order; while several run, their tokens are decoded together
+    in one batch (up to --max-batch). They share one prompt cache, so a client that
+    resends a conversation prefills only its new tokens. SIGINT or SIGTERM stops
     taking requests, ends the running ones and exits 0.
     """
     import uvicorn
@@ -48,7 +50,8 @@ def serve(
 
         return follow(link, mdl, tokenizer, max_context)
     if link is None:
-        engine = Engine(mdl, tokenizer, path.name, max_queue=max_queue, max_context=max_context)
+        engine = Engine(mdl, tokenizer, path.name, max_queue=max_queue, max_context=max_context,
+                        max_batch=max_batch)
     else:
         from mlx_qwen3next.server.ranks import RankEngine
 

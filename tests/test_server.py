@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -37,7 +38,9 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
 def test_models_and_health(server, model):
     client = server.client()
     assert [m.id for m in client.models.list().data] == [model.name]
-    assert server.get("/health") == (200, {"status": "ok", "model": model.name, "queued": 0})
+    status, health = server.get("/health")
+    assert status == 200 and health["status"] == "ok" and health["model"] == model.name
+    assert health["queued"] == health["running"] == 0
 
 
 def test_chat_whole_and_streamed_agree_with_generate(server, model, tmp_path):
@@ -147,7 +150,7 @@ def queue_short(s: Server, answer: dict) -> threading.Thread:
 
 
 def test_queue_full_is_429_and_a_disconnect_frees_the_slot(model, tmp_path):
-    s = Server(model, tmp_path, "--max-queue", "1")
+    s = Server(model, tmp_path, "--max-queue", "1", "--max-batch", "1")  # one runs, one waits
     try:
         conn = long_stream(s)
         waiting = queue_short(s, {})  # fills the one queue slot
@@ -184,7 +187,7 @@ def test_sigterm_during_a_request_exits_cleanly(model, tmp_path):
 def test_sigterm_refuses_the_queued_request_and_exits(model, tmp_path):
     """SIGTERM while one request streams and another waits: the waiting one gets a 503,
     the server exits 0."""
-    s = Server(model, tmp_path)
+    s = Server(model, tmp_path, "--max-batch", "1")  # so that the second one waits
     conn = long_stream(s)
     queued = {}
     t = queue_short(s, queued)
@@ -193,6 +196,37 @@ def test_sigterm_refuses_the_queued_request_and_exits(model, tmp_path):
     status, payload, _ = queued["r"]
     assert status == 503 and "shutting down" in payload["error"]["message"], payload
     conn.close()
+
+
+@pytest.mark.parametrize("mtp", [False, None])
+def test_concurrent_requests_decode_as_one_batch_and_answer_as_alone(model, tmp_path, mtp):
+    """Four clients at once (two streaming) are decoded together, and each gets the
+    reply it gets alone; a fifth request afterwards still runs. With MTP on (the
+    default), a request runs speculatively alone and joins the batch without it."""
+    s = Server(model, tmp_path)
+    try:
+        client = s.client()
+        prompts = [[{"role": "user", "content": f"Tell me about {w}."}]
+                   for w in ("memory", "the sea", "numbers", "Lyon")]
+
+        def ask(i, stream=False):
+            r = client.chat.completions.create(
+                model=model.name, messages=prompts[i], max_tokens=40, temperature=0,
+                stream=stream, extra_body={} if mtp is None else {"mtp": mtp})
+            if stream:
+                return "".join(c.choices[0].delta.content or "" for c in r if c.choices)
+            return r.choices[0].message.content
+
+        alone = [ask(i) for i in range(4)]
+        assert s.get("/health")[1]["peak_batch"] == 0
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda i: ask(i, stream=i % 2 == 1), range(4)))
+        assert together == alone
+        status, health = s.get("/health")
+        assert health["peak_batch"] >= 2 and health["running"] == health["queued"] == 0
+        assert ask(0) == alone[0]
+    finally:
+        assert s.stop() == 0
 
 
 def test_bounded_load(server, model):

@@ -37,19 +37,7 @@ class GenerationResponse:
     cached_tokens: int = 0  # prompt tokens that came from the prompt cache, not a prefill
 
 
-def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512,
-                    sampling: Optional[SamplingConfig] = None,
-                    temperature: Optional[float] = None, top_p: Optional[float] = None,
-                    top_k: Optional[int] = None, min_p: Optional[float] = None,
-                    presence_penalty: Optional[float] = None,
-                    repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-                    stop: str | Sequence[str] | None = None, cache=None,
-                    prefill_step_size: int = PREFILL_STEP, kv_bits: Optional[int] = None,
-                    max_context: Optional[int] = None, tools: Optional[list] = None,
-                    progress: Optional[Callable[[int, int], None]] = None,
-                    mtp: Optional[bool] = None, draft_tokens: int = 1,
-                    prompt_cache: Optional[PromptCache] = None,
-                    ) -> Iterator[GenerationResponse]:
+def stream_generate(model, tokenizer, prompt, **kwargs) -> Iterator[GenerationResponse]:
     """Stream a reply: one GenerationResponse per generated token, the last with
     finish_reason set. Arguments are checked now (ValueError, one line), before
     any work.
@@ -62,8 +50,26 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
     `max_tokens` (None: until the context is full). Pass `cache` to continue a
     conversation (see `token_stream` for what it holds afterwards), or a
     `prompt_cache` (prompt_cache.py) to start from the longest prefix it holds and keep
-    this request's cache in it when the stream ends.
+    this request's cache in it when the stream ends. The keywords are `prepare`'s:
+    max_tokens (512), sampling, temperature, top_p, top_k, min_p, presence_penalty,
+    repetition_penalty, seed, stop, cache, prefill_step_size, kv_bits, max_context,
+    tools, progress, mtp, draft_tokens (1) and prompt_cache.
     """
+    return _stream(model, prepare(model, tokenizer, prompt, **kwargs))
+
+
+def prepare(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512,
+            sampling: Optional[SamplingConfig] = None, temperature: Optional[float] = None,
+            top_p: Optional[float] = None, top_k: Optional[int] = None,
+            min_p: Optional[float] = None, presence_penalty: Optional[float] = None,
+            repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+            stop: str | Sequence[str] | None = None, cache=None,
+            prefill_step_size: int = PREFILL_STEP, kv_bits: Optional[int] = None,
+            max_context: Optional[int] = None, tools: Optional[list] = None,
+            progress: Optional[Callable[[int, int], None]] = None,
+            mtp: Optional[bool] = None, draft_tokens: int = 1,
+            prompt_cache: Optional[PromptCache] = None) -> "Request":
+    """stream_generate's request, checked and encoded, its cache found, nothing run yet."""
     cfg = resolve_sampling(sampling or default_sampling(tokenizer, model),
                            temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                            presence_penalty=presence_penalty,
@@ -87,18 +93,53 @@ def stream_generate(model, tokenizer, prompt, *, max_tokens: Optional[int] = 512
         quantize_kv(cache, kv_bits)
     ends = message_ends(tokenizer, prompt, tools, ids) if is_chat(prompt) else []
     reuse = Reuse(prompt_cache, model, ids, kv_bits, ends) if prompt_cache else None
-    start = reuse.start if reuse else 0
-    cache = reuse.cache if reuse else cache
-
-    def tokens():
-        return loop(ids[start:], cache, make_processors(cfg, len(ids) - start), budget,
-                    prefill_step_size, progress, reuse.recorder if reuse else None,
-                    reuse.cuts if reuse else ())
-
-    on_done = (lambda generated: reuse.store(ids + generated[:-1])) if reuse else None
     detok = exact_detokenizer(tokenizer) if not is_chat(prompt) else tokenizer.detokenizer
-    return _stream(model, tokenizer, detok, tokens, len(ids), stops, budget, cfg.seed, start,
-                   on_done)
+    return Request(model, tokenizer, ids, cfg, stops, budget, loop, reuse.cache if reuse else cache,
+                   reuse, detok, prefill_step_size, progress, kv_bits)
+
+
+@dataclass
+class Request:
+    """One request ready to run: `tokens()` prefills and yields its tokens, `reply()`
+    turns them into GenerationResponses, `done()` keeps its cache in the prompt cache."""
+
+    model: object
+    tokenizer: object
+    ids: list
+    cfg: SamplingConfig
+    stops: list
+    budget: int
+    loop: Callable
+    cache: object
+    reuse: Optional["Reuse"]
+    detok: object
+    prefill_step_size: int
+    progress: Optional[Callable]
+    kv_bits: Optional[int]
+
+    @property
+    def start(self) -> int:
+        """Prompt tokens taken from the prompt cache."""
+        return self.reuse.start if self.reuse else 0
+
+    def tokens(self, plain: bool = False, max_tokens: Optional[int] = None):
+        """(token, logprobs, ...) from the token loop (`plain`: without MTP), at most
+        `max_tokens` of the budget."""
+        reuse, n = self.reuse, len(self.ids) - self.start
+        loop = make_token_loop(self.model, self.cfg, False) if plain else self.loop
+        return loop(
+            self.ids[self.start:], self.cache, make_processors(self.cfg, n),
+            min(self.budget, max_tokens or self.budget), self.prefill_step_size,
+            self.progress, reuse.recorder if reuse else None, reuse.cuts if reuse else ())
+
+    def reply(self) -> "Reply":
+        return Reply(self.tokenizer, self.detok, len(self.ids), self.stops, self.budget,
+                     self.start)
+
+    def done(self, generated: list):
+        """The request ended with `generated` tokens; its cache holds all but the last."""
+        if self.reuse and generated:
+            self.reuse.store(self.ids + generated[:-1], self.cache)
 
 
 class Reuse:
@@ -111,8 +152,8 @@ class Reuse:
         self.cuts = prompt_cache.cuts(self.start, len(ids) - 1, boundaries)
         self.recorder = prompt_cache.recorder(self.cache, [self.start + c for c in self.cuts])
 
-    def store(self, tokens):
-        self.prompt_cache.store(tokens, self.cache, self.recorder.points, self.kv_bits)
+    def store(self, tokens, cache):
+        self.prompt_cache.store(tokens, cache, self.recorder.points, self.kv_bits)
 
 
 def is_chat(prompt) -> bool:
@@ -128,54 +169,68 @@ def exact_detokenizer(tokenizer):
     return detok
 
 
-def _stream(model, tokenizer, detok, make_tokens, n_prompt, stops, budget, seed, cached=0,
-            on_done=None):
-    eos = set(tokenizer.eos_token_ids)
-    holdback = max((len(s) for s in stops), default=1) - 1
-    unreleased = ""
+def _stream(model, request: Request):
     with wired_limit(model):
-        if seed is not None:
-            mx.random.seed(seed)
-        tic = time.perf_counter()
-        prompt_time = 0.0
-        gen = make_tokens()
-        generated = []
+        if request.cfg.seed is not None:
+            mx.random.seed(request.cfg.seed)
+        reply = request.reply()
+        gen = request.tokens()
         try:
-            for n, (token, logprobs, *rest) in enumerate(gen):
-                generated.append(token)
-                if n == 0:
-                    prompt_time = time.perf_counter() - tic
-                    tic = time.perf_counter()
-                finish = None
-                if token in eos:
-                    finish = "stop"
-                else:
-                    detok.add_token(token)
-                    if n + 1 == budget:
-                        finish = "length"
-                if finish:
-                    detok.finalize()
-                unreleased += detok.last_segment
-                cut = min((i for i in (unreleased.find(s) for s in stops) if i >= 0), default=-1)
-                if cut >= 0:
-                    unreleased, finish = unreleased[:cut], "stop"
-                split = len(unreleased) if finish else max(len(unreleased) - holdback, 0)
-                text, unreleased = unreleased[:split], unreleased[split:]
-                elapsed = max(time.perf_counter() - tic, 1e-9)
-                yield GenerationResponse(
-                    text=text, token=token, logprobs=logprobs,
-                    from_draft=bool(rest[0]) if rest else False,
-                    prompt_tokens=n_prompt, prompt_tps=n_prompt / max(prompt_time, 1e-9),
-                    generation_tokens=n + 1, generation_tps=(n + 1) / elapsed,
-                    peak_memory=mx.get_peak_memory() / 1e9, finish_reason=finish,
-                    prompt_time=prompt_time, cached_tokens=cached,
-                )
-                if finish:
+            for token, logprobs, *rest in gen:
+                r = reply.feed(token, logprobs, bool(rest[0]) if rest else False)
+                yield r
+                if r.finish_reason:
                     return
         finally:
             gen.close()  # the cache now holds the prompt and all but the last token
-            if on_done is not None and generated:
-                on_done(generated)
+            request.done(reply.generated)
+
+
+class Reply:
+    """A request's tokens as streaming text: stop ids and strings, the budget, timings.
+    `feed` each token as it comes; the response that ends the reply has finish_reason set."""
+
+    def __init__(self, tokenizer, detok, n_prompt: int, stops, budget: int, cached: int = 0):
+        self.eos, self.detok, self.stops, self.budget = set(tokenizer.eos_token_ids), detok, \
+            stops, budget
+        self.n_prompt, self.cached = n_prompt, cached
+        self.holdback = max((len(s) for s in stops), default=1) - 1
+        self.unreleased = ""
+        self.generated: list[int] = []
+        self.tic = time.perf_counter()
+        self.prompt_time = 0.0
+
+    def feed(self, token: int, logprobs: mx.array, from_draft: bool = False
+             ) -> GenerationResponse:
+        n = len(self.generated)
+        self.generated.append(token)
+        if n == 0:
+            self.prompt_time = time.perf_counter() - self.tic
+            self.tic = time.perf_counter()
+        finish = None
+        if token in self.eos:
+            finish = "stop"
+        else:
+            self.detok.add_token(token)
+            if n + 1 == self.budget:
+                finish = "length"
+        if finish:
+            self.detok.finalize()
+        self.unreleased += self.detok.last_segment
+        cut = min((i for i in (self.unreleased.find(s) for s in self.stops) if i >= 0),
+                  default=-1)
+        if cut >= 0:
+            self.unreleased, finish = self.unreleased[:cut], "stop"
+        split = len(self.unreleased) if finish else max(len(self.unreleased) - self.holdback, 0)
+        text, self.unreleased = self.unreleased[:split], self.unreleased[split:]
+        elapsed = max(time.perf_counter() - self.tic, 1e-9)
+        return GenerationResponse(
+            text=text, token=token, logprobs=logprobs, from_draft=from_draft,
+            prompt_tokens=self.n_prompt, prompt_tps=self.n_prompt / max(self.prompt_time, 1e-9),
+            generation_tokens=n + 1, generation_tps=(n + 1) / elapsed,
+            peak_memory=mx.get_peak_memory() / 1e9, finish_reason=finish,
+            prompt_time=self.prompt_time, cached_tokens=self.cached,
+        )
 
 
 def generate(model, tokenizer, prompt, **kwargs) -> str:

@@ -30,7 +30,8 @@ def make_app(engine: Engine, api_key: Optional[str] = None, cors: Optional[str] 
              max_body: int = MAX_BODY) -> Starlette:
     async def health(request):
         return JSONResponse({"status": "ok", "model": engine.name,
-                             "queued": engine.jobs.qsize()})
+                             "queued": engine.queued, "running": len(engine.running),
+                             "peak_batch": engine.peak_batch})
 
     async def models(request):
         return JSONResponse({"object": "list", "data": [

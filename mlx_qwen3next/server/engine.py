@@ -1,7 +1,9 @@
-"""One model serving many clients: a bounded queue of jobs, run one at a time by `work()`
-(MLX evaluates on one device), each streaming its tokens back to the request's event
-loop. `work()` runs in the thread that loaded the model, since MLX streams belong to
-the thread that made them; the HTTP server runs in another. A full queue refuses at
+"""One model serving many clients: a bounded queue of jobs, run by `work()` (MLX
+evaluates on one device), each streaming its tokens back to the request's event loop.
+A job runs alone until another waits; then they decode as one batch
+(generation/batch.py), and later jobs join it between steps, up to `max_batch`.
+`work()` runs in the thread that loaded the model, since MLX streams belong to the
+thread that made them; the HTTP server runs in another. A full queue refuses at
 once (429); a cancelled job stops at its next token. Requests share one PromptCache,
 so a resent conversation prefills only its new tokens."""
 
@@ -11,13 +13,16 @@ import asyncio
 import queue
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
 import mlx.core as mx
 
-from ..generation import stream_generate
+from ..checkpoints.memory import wired_limit
+from ..generation.batch import Batch, Row
 from ..generation.prompt_cache import PromptCache
+from ..generation.stream import prepare
 from .protocol import APIError
 
 
@@ -51,14 +56,20 @@ class Token:
 
 class Engine:
     POLL = 0.25  # seconds between checks for a stop while no job waits
+    MAX_BATCH = 8  # requests decoded together at most
 
     def __init__(self, model, tokenizer, name: str, max_queue: int = 16,
-                 prompt_cache: Optional[PromptCache] = None, max_context: Optional[int] = None):
+                 prompt_cache: Optional[PromptCache] = None, max_context: Optional[int] = None,
+                 max_batch: int = MAX_BATCH):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.max_context = max_context
+        self.max_context, self.max_batch = max_context, max_batch
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache()
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
-        self.running: Optional[Job] = None
+        self.waiting: deque[Job] = deque()  # taken from the queue while a batch runs
+        self.running: list[Job] = []
+        self.peak_batch = 0  # the most requests decoded together so far
         self.stopping = threading.Event()
 
     def submit(self, job: Job):
@@ -69,16 +80,21 @@ class Engine:
             raise APIError(429, "the server is busy: too many requests queued; retry shortly",
                            kind="rate_limit_error", headers={"Retry-After": "1"}) from None
 
+    @property
+    def queued(self) -> int:
+        return self.jobs.qsize() + len(self.waiting)
+
     def stop(self):
         """Cancel what runs; `work()` then refuses what waits (503) and returns. Only
         sets flags: it runs in a signal handler, which may interrupt `work()` while that
         holds the queue's lock."""
         self.stopping.set()
-        running = self.running
-        if running is not None:
-            running.cancelled.set()
+        for job in list(self.running):
+            job.cancelled.set()
 
     def _refuse_waiting(self):
+        while self.waiting:
+            _refuse(self.waiting.popleft())
         while True:
             try:
                 _refuse(self.jobs.get_nowait())
@@ -94,20 +110,14 @@ class Engine:
             if job.cancelled.is_set():
                 job.put(None)
                 continue
-            self.running = job
+            self.running = [job]
             try:
-                self._run(job)
-            except APIError as e:
-                job.put(e)
-            except ValueError as e:  # our one-line argument errors
-                status = 422 if "fit in the context" in str(e) else 400
-                job.put(APIError(status, str(e)))
-            except Exception as e:  # noqa: BLE001  (reported without a traceback)
-                print(f"generation failed: {type(e).__name__}: {e}", file=sys.stderr)
-                job.put(APIError(500, "generation failed (see the server's log)",
-                                 kind="server_error"))
+                with wired_limit(self.model):
+                    row = self._run(job)
+                    if row is not None:
+                        self._batch(row)
             finally:
-                self.running = None
+                self.running = []
                 mx.clear_cache()
 
     def _next_job(self) -> Optional[Job]:
@@ -115,6 +125,8 @@ class Engine:
         signal delivered to another thread (the kernel picks one) runs its Python handler
         only when this thread next runs Python code."""
         while not self.stopping.is_set():
+            if self.waiting:
+                return self.waiting.popleft()
             try:
                 job = self.jobs.get(timeout=self.POLL)
             except queue.Empty:
@@ -125,34 +137,135 @@ class Engine:
         self._refuse_waiting()
         return None
 
-    def _stream(self, job: Job):
-        """The job's GenerationResponses, ending early once it is cancelled."""
-        stream = stream_generate(self.model, self.tokenizer, job.prompt, tools=job.tools,
-                                 prompt_cache=self.prompt_cache, max_context=self.max_context,
-                                 **job.args)
-        try:
-            for r in stream:
-                if self.stopped(job):
-                    return
-                yield r
-        finally:
-            stream.close()
-
     def stopped(self, job: Job) -> bool:
         """Asked after each token: whether the job ends there."""
         return job.cancelled.is_set()
 
-    def _run(self, job: Job):
-        stream = self._stream(job)
+    # -- one request ----------------------------------------------------------------
+    def _prepare(self, job: Job):
+        return prepare(self.model, self.tokenizer, job.prompt, tools=job.tools,
+                       prompt_cache=self.prompt_cache, max_context=self.max_context,
+                       **job.args)
+
+    def _run(self, job: Job) -> Optional[Row]:
+        """Run `job` alone; or, once another request waits to join it, stop after a
+        token and return it as a batch row."""
         try:
-            for r in stream:
-                job.produced += 1
-                job.put(Token(r.text, r.token, r.finish_reason, r.prompt_tokens,
-                              r.generation_tokens, r.cached_tokens,
-                              self._logprob(r, job.top_logprobs)))
-        finally:
-            stream.close()
-        job.put(None)
+            request = self._prepare(job)
+            if request.cfg.seed is not None:
+                mx.random.seed(request.cfg.seed)
+            reply, gen, row = request.reply(), request.tokens(), None
+            try:
+                for token, logprobs, *rest in gen:
+                    r = reply.feed(token, logprobs, bool(rest[0]) if rest else False)
+                    if self.stopped(job):
+                        break
+                    self._emit(job, r)
+                    if r.finish_reason:
+                        break
+                    if self._batchable(job) and self._joinable():
+                        row = Row.resume(job, request, reply)
+                        break
+            finally:
+                gen.close()  # the cache holds the prompt and all but the last token
+                if row is None:
+                    request.done(reply.generated)
+        except Exception as e:  # noqa: BLE001
+            self._fail(job, e)
+            return None
+        if row is None:
+            job.put(None)
+        return row
+
+    def _emit(self, job: Job, r):
+        job.produced += 1
+        job.put(Token(r.text, r.token, r.finish_reason, r.prompt_tokens, r.generation_tokens,
+                      r.cached_tokens, self._logprob(r, job.top_logprobs)))
+
+    def _fail(self, job: Job, e: Exception):
+        if isinstance(e, APIError):
+            job.put(e)
+        elif isinstance(e, ValueError):  # our one-line argument errors
+            status = 422 if "fit in the context" in str(e) else 400
+            job.put(APIError(status, str(e)))
+        else:  # reported without a traceback
+            print(f"generation failed: {type(e).__name__}: {e}", file=sys.stderr)
+            job.put(APIError(500, "generation failed (see the server's log)",
+                             kind="server_error"))
+
+    # -- requests decoded together ------------------------------------------------
+    def _batchable(self, job: Job) -> bool:
+        """Whether `job` may share its decode steps: not when it asks for MTP (which
+        drafts for one row) or a seed (one random stream per process)."""
+        return (self.max_batch > 1 and job.args.get("mtp") is not True
+                and job.args.get("seed") is None)
+
+    def _joinable(self) -> bool:
+        """Whether the next waiting job could join a batch now."""
+        if not self.waiting:
+            try:
+                self.waiting.append(self.jobs.get_nowait())
+            except queue.Empty:
+                return False
+        return self._batchable(self.waiting[0]) and not self.stopping.is_set()
+
+    def _batch(self, first: Row):
+        """Decode `first` with the jobs that join it, until none is left."""
+        batch = Batch(self.model)
+        batch.add(first)
+        try:
+            while len(batch):
+                while len(batch) < self.max_batch and self._joinable():
+                    self._join(batch, self.waiting.popleft())
+                for row in [r for r in batch.rows if self.stopped(r.key)]:
+                    self._leave(batch, row)
+                if not len(batch):
+                    return
+                self.peak_batch = max(self.peak_batch, len(batch))
+                for row, r in batch.step():
+                    self._emit(row.key, r)
+                    if r.finish_reason:
+                        self._leave(batch, row)
+        except Exception as e:  # noqa: BLE001  (every row of the failed step)
+            for row in batch.rows:
+                self._fail(row.key, e)
+
+    def _join(self, batch: Batch, job: Job):
+        """Prefill `job` alone, send its first token, and add it to `batch` unless that
+        token ended it."""
+        if job.cancelled.is_set():
+            job.put(None)
+            return
+        self.running.append(job)
+        try:
+            request = self._prepare(job)
+            reply = request.reply()
+            gen = request.tokens(plain=True, max_tokens=1)
+            try:
+                token, logprobs = next(gen)[:2]
+            finally:
+                gen.close()
+            r = reply.feed(token, logprobs)
+            self._emit(job, r)
+        except Exception as e:  # noqa: BLE001
+            self.running.remove(job)
+            self._fail(job, e)
+            return
+        row = Row.resume(job, request, reply)
+        if r.finish_reason:
+            self._finish(row)
+        else:
+            batch.add(row)
+
+    def _leave(self, batch: Batch, row: Row):
+        batch.remove(row)
+        self._finish(row)
+
+    def _finish(self, row: Row):
+        row.request.done(row.reply.generated)
+        row.key.put(None)
+        if row.key in self.running:
+            self.running.remove(row.key)
 
     def _logprob(self, r, top: Optional[int]) -> Optional[dict]:
         if top is None:
@@ -169,7 +282,6 @@ class Engine:
     def _entry(self, token: int, logprob: float) -> dict:
         text = self.tokenizer.decode([token])
         return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
 
 def _refuse(job: Job):
     """A job that will not run, because the server is stopping: 503."""

@@ -4,6 +4,7 @@ Rank 0 passes each job (prompt, tools, generation keywords) to the other ranks a
 JSON before running it; they run it too, on their own layers, and throw the text
 away. After every token rank 0 says whether the job goes on (a client that went
 away, a shutdown), so all stop at the same token. A job of None ends them.
+Jobs run one at a time (no batches): the other ranks follow one job at a time.
 The prompt cache is off: it evicts by bytes, which differ between ranks.
 """
 
@@ -24,7 +25,8 @@ class RankEngine(Engine):
     """Rank 0's Engine when the model is split: every job reaches every rank."""
 
     def __init__(self, link, model, tokenizer, name: str, **kw):
-        super().__init__(model, tokenizer, name, prompt_cache=no_prompt_cache(), **kw)
+        super().__init__(model, tokenizer, name, prompt_cache=no_prompt_cache(), max_batch=1,
+                         **kw)
         self.link = link
 
     def work(self):
@@ -36,7 +38,7 @@ class RankEngine(Engine):
     def _run(self, job: Job):
         self.link.text_from_rank0(json.dumps(
             {"prompt": job.prompt, "tools": job.tools, "args": job.args}))
-        super()._run(job)
+        return super()._run(job)
 
     def stopped(self, job: Job) -> bool:
         return bool(self.link.from_rank0([int(job.cancelled.is_set())], 1)[0])

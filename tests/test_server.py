@@ -229,6 +229,41 @@ def test_concurrent_requests_decode_as_one_batch_and_answer_as_alone(model, tmp_
         assert s.stop() == 0
 
 
+def test_a_batch_survives_a_disconnect_and_a_refused_request(model, tmp_path):
+    """While a long stream and two requests decode together: the streaming client goes
+    away (its row stops within a few tokens), a prompt too long for the context arrives
+    (422), and the two others still get the replies they get alone."""
+    s = Server(model, tmp_path, "--max-context", "4096")
+    try:
+        client = s.client()
+        prompts = [[{"role": "user", "content": f"Tell me about {w}."}] for w in ("ice", "fire")]
+
+        def ask(i):
+            return client.chat.completions.create(
+                model=model.name, messages=prompts[i], max_tokens=60, temperature=0,
+                extra_body={"mtp": False}).choices[0].message.content
+
+        alone = [ask(0), ask(1)]
+        conn = long_stream(s)
+        with ThreadPoolExecutor(3) as pool:
+            replies = pool.map(ask, range(2))
+            too_long = pool.submit(s.request, "POST", "/v1/chat/completions", {
+                "messages": [{"role": "user", "content": "word " * 5000}]})
+            time.sleep(0.2)
+            conn.close()
+            assert list(replies) == alone
+            assert too_long.result()[0] == 422
+        for _ in range(100):
+            gone = [line for line in s.log if "client gone" in line]
+            if gone:
+                break
+            time.sleep(0.1)
+        assert int(gone[0].split(", ")[1].split()[0]) < 300
+        assert s.get("/health")[1]["peak_batch"] >= 2
+    finally:
+        assert s.stop() == 0
+
+
 def test_bounded_load(server, model):
     """8 concurrent clients x 25 requests, mixed streaming: every response well-formed."""
     errors, done = [], []

@@ -4,11 +4,14 @@ and the prompt cache a batched row leaves behind."""
 
 from __future__ import annotations
 
+import gc
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
 from mlx_qwen3next import load
+from mlx_qwen3next.cache import KVCache
 from mlx_qwen3next.generation.batch import Batch, Row, stack, unstack
 from mlx_qwen3next.generation.prompt_cache import PromptCache
 from mlx_qwen3next.generation.stream import prepare, stream_generate
@@ -44,9 +47,9 @@ def run(batch: Batch, rows: dict, lps: dict, joins: dict, steps: int):
     for i in range(steps):
         for row, lp in joins.get(i, []):
             batch.add(row)
-            rows[row.key], lps[row.key] = row, lp
+            rows[row.job], lps[row.job] = row, lp
         for row, r in batch.step():
-            lps[row.key].append(r.logprobs)
+            lps[row.job].append(r.logprobs)
             if r.finish_reason:
                 batch.remove(row)
         if not len(batch) and not any(k > i for k in joins):
@@ -92,44 +95,79 @@ def test_each_row_keeps_its_own_sampling_settings(pair):
     penalties do change them)."""
     model, tokenizer = pair
     settings = [dict(repetition_penalty=3.0), dict(presence_penalty=2.0), {}]
+    prompts = PROMPTS[:3]
     refs = [alone(model, tokenizer, p, max_tokens=10, temperature=0.0, **kw)
-            for p, kw in zip(PROMPTS, settings)]
+            for p, kw in zip(prompts, settings)]
     batch, rows, lps = Batch(model), {}, {}
     started = [start(model, tokenizer, p, max_tokens=10, temperature=0.0, **kw)
-               for p, kw in zip(PROMPTS, settings)]
+               for p, kw in zip(prompts, settings)]
     run(batch, rows, lps, {0: started}, steps=20)
-    for prompt, (tokens, ref_lps) in zip(PROMPTS, refs):
+    for prompt, (tokens, ref_lps) in zip(prompts, refs):
         assert rows[prompt].reply.generated == tokens
         assert np.abs(np.stack(lps[prompt]) - np.stack(ref_lps)).max() <= 1e-4
-    for prompt, (tokens, ref_lps) in zip(PROMPTS[:2], refs):
+    for prompt, (tokens, ref_lps) in zip(prompts[:2], refs):
         plain = alone(model, tokenizer, prompt, max_tokens=10, temperature=0.0)
         assert np.abs(np.array(plain[1][1]) - np.array(ref_lps[1])).max() > 0.1
 
 
 def test_a_batched_row_leaves_its_cache_in_the_prompt_cache(pair):
-    """The cache a row leaves (unpadded from the batch) is reused by the next request,
-    which then generates what it would from scratch."""
+    """The cache a row leaves the batch with (unpadded, copied out) is what the next
+    request continues from: all of it is reused, and that request then generates what it
+    would from scratch. While the batch runs, the rows' own caches are emptied (the state
+    is held once)."""
     model, tokenizer = pair
     pc = PromptCache(max_bytes=1 << 30)
-    short = [{"role": "user", "content": "Hello"}]
-    long = [{"role": "user", "content": "Tell me a long story about the sea and a boat"}]
+    prompts = [tokenizer.encode(p) for p in PROMPTS[:3]]
     batch, rows, lps = Batch(model), {}, {}
-    started = [start(model, tokenizer, m, max_tokens=8, temperature=0.0, prompt_cache=pc)
-               for m in (short, long)]
+    started = [start(model, tokenizer, p, max_tokens=8 + i, temperature=0.0, prompt_cache=pc)
+               for i, p in enumerate(prompts)]
     for row, _ in started:
         batch.add(row)
     batch.step()
-    assert all(not row.request.cache.arrays() for row, _ in started)  # one copy: the batch's
+    assert all(not row.request.cache.arrays() for row, _ in started)
     while len(batch):
         for row, r in batch.step():
             if r.finish_reason:
                 batch.remove(row)
                 row.request.done(row.reply.generated)
-    reply = tokenizer.decode(started[1][0].reply.generated)
-    follow = long + [{"role": "assistant", "content": reply},
-                     {"role": "user", "content": "And then?"}]
+    row = started[1][0]
+    held = prompts[1] + row.reply.generated[:-1]
+    follow = prompts[1] + row.reply.generated + tokenizer.encode(" and then")
     warm = list(stream_generate(model, tokenizer, follow, max_tokens=6, temperature=0.0,
                                 mtp=False, prompt_cache=pc))
-    cold = alone(model, tokenizer, follow, max_tokens=6, temperature=0.0)[0]
-    assert warm[0].cached_tokens > 0
-    assert [r.token for r in warm] == cold
+    assert warm[0].cached_tokens == len(held)
+    assert [r.token for r in warm] == alone(model, tokenizer, follow, max_tokens=6,
+                                            temperature=0.0)[0]
+
+
+def test_a_row_that_leaves_keeps_no_batch_memory(pair):
+    """Stored after leaving, a row holds its own arrays, not views of the batch's."""
+    model, tokenizer = pair
+
+    def active():
+        gc.collect()
+        return mx.get_active_memory()
+
+    pc = PromptCache(max_bytes=1 << 30)
+    before = active()
+    batch = Batch(model)
+    for n in (300, 200, 250, 280):
+        batch.add(start(model, tokenizer, list(range(3, 3 + n)), max_tokens=4)[0])
+    batch.step()
+    leaving = batch.rows[1]
+    batch.remove(leaving)
+    cache = leaving.request.cache
+    pc.store(list(range(cache.offset)), cache)
+    del batch, leaving, cache
+    assert active() - before <= 1.2 * pc.nbytes + (1 << 16)
+
+
+def test_stacked_kv_buffers_hold_whole_steps_and_no_mtp_state(pair):
+    model, tokenizer = pair
+    rows = [start(model, tokenizer, list(range(3, 3 + n)), max_tokens=4)[0] for n in (256, 9)]
+    rows[0].request.cache.mtp_cache = model.mtp.make_cache()
+    rows[0] = Row.resume(rows[0].job, rows[0].request, rows[0].reply)
+    assert not hasattr(rows[0].request.cache, "mtp_cache")
+    stacked = stack(model, [r.request.cache for r in rows])
+    kv = [c for c in stacked if isinstance(c, KVCache)]
+    assert kv and all(c.keys.shape[2] == 2 * KVCache.step for c in kv)

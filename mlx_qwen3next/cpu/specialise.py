@@ -1,12 +1,14 @@
 """The one load-time step that fits a model to MLX's CPU backend.
 
 Modules are swapped by predicate, as nn.quantize does, each for a subclass with
-the same parameters: nn.Linear -> BlockedLinear (HeadLinear for the lm_head),
-nn.Embedding -> HeadEmbedding (a tied lm_head), SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU,
-nn.QuantizedLinear -> CpuQuantizedLinear, QuantizedSwitchLinear -> CpuQuantizedSwitchLinear,
-nn.SiLU -> PolySiLU, Attention -> BlockedCausalAttention; and the delta rule takes the
-CPU policy. Not for training:
-the polynomial SiLU and LAPACK's inverse have no gradient.
+the same parameters:
+- nn.Linear -> BlockedLinear (HeadLinear for the lm_head), nn.Embedding -> HeadEmbedding
+  (a tied lm_head);
+- SwitchLinear -> CpuSwitchLinear, SwitchGLU -> GroupedSwitchGLU;
+- nn.QuantizedLinear -> CpuQuantizedLinear, QuantizedSwitchLinear -> CpuQuantizedSwitchLinear;
+- nn.SiLU -> PolySiLU, Attention -> BlockedCausalAttention;
+and the delta rule takes the CPU policy. Not for training: the polynomial SiLU,
+LAPACK's inverse and the lm_head's sgemv have no gradient.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from .stream import Reply, Request
 class Row:
     """One request in the batch: `last` is the token to feed next."""
 
-    key: object
+    job: object  # whose row this is (the server's Job)
     request: Request
     reply: Reply
     last: int
@@ -34,12 +34,15 @@ class Row:
     processors: list = field(default_factory=list)
 
     @classmethod
-    def resume(cls, key, request: Request, reply: Reply) -> "Row":
+    def resume(cls, job, request: Request, reply: Reply) -> "Row":
         """A request whose token loop stopped after `reply`'s tokens (its cache holds
-        the prompt and all of them but the last)."""
+        the prompt and all of them but the last). The MTP head's cache, if it ran
+        speculatively, is dropped: batches decode without drafts."""
+        if hasattr(request.cache, "mtp_cache"):
+            del request.cache.mtp_cache
         prompt = request.ids[request.start:]
         fed = prompt + reply.generated[:-1]
-        return cls(key, request, reply, reply.generated[-1], mx.array(fed, mx.int32),
+        return cls(job, request, reply, reply.generated[-1], mx.array(fed, mx.int32),
                    request.cfg.sampler(), make_processors(request.cfg, len(prompt)))
 
     def sample(self, logits: mx.array):
@@ -53,19 +56,22 @@ class Row:
 
 
 def stack(model, caches: list[HybridCache]) -> HybridCache:
-    """One cache for the rows of `caches` (one row each), left-padded to the longest."""
+    """One cache for the rows of `caches` (one row each), left-padded to the longest. Its
+    KV buffers hold a whole number of KVCache.step slots, as a growing cache's do (the
+    compiled steps trace once per buffer size)."""
     if len(caches) == 1:
         return caches[0]
     end = max(c.offset for c in caches)
+    slots = -(-(end + 1) // KVCache.step) * KVCache.step
     pads = [end - c.offset for c in caches]
     out = model.make_cache(pads if any(pads) else None)
     out.offset = end
     for i, layer in enumerate(out):
         rows = [c[i] for c in caches]
         if isinstance(layer, KVCache):
-            layer.keys = mx.concatenate([_padded(r.keys, r.offset, p) for r, p in zip(rows, pads)])
-            layer.values = mx.concatenate(
-                [_padded(r.values, r.offset, p) for r, p in zip(rows, pads)])
+            layer.keys, layer.values = (
+                mx.concatenate([_placed(getattr(r, name), r.offset, p, slots)
+                                for r, p in zip(rows, pads)]) for name in ("keys", "values"))
             layer.offset = end
         else:
             layer.conv_state = mx.concatenate([r.conv_state for r in rows])
@@ -73,11 +79,24 @@ def stack(model, caches: list[HybridCache]) -> HybridCache:
     return out
 
 
-def _padded(a: mx.array, used: int, pad: int) -> mx.array:
-    a = a[..., :used, :]
-    if not pad:
-        return a
-    return mx.concatenate([mx.zeros((*a.shape[:2], pad, a.shape[-1]), a.dtype), a], axis=2)
+def _placed(a: mx.array, used: int, pad: int, slots: int) -> mx.array:
+    """a's first `used` positions after `pad` empty ones, in a buffer of `slots`."""
+    def empty(n):
+        return mx.zeros((*a.shape[:2], n, a.shape[-1]), a.dtype)
+
+    return mx.concatenate([empty(pad), a[..., :used, :], empty(slots - pad - used)], axis=2)
+
+
+def _own(cache: HybridCache):
+    """Give a cache arrays of its own where it holds views of a larger one."""
+    for layer in cache:
+        if isinstance(layer, KVCache):
+            if layer.keys is not None:
+                layer.keys, layer.values = mx.contiguous(layer.keys), mx.contiguous(layer.values)
+        elif layer.conv_state is not None:
+            layer.conv_state = mx.contiguous(layer.conv_state)
+            layer.recurrent_state = mx.contiguous(layer.recurrent_state)
+    mx.eval(cache.arrays())
 
 
 def _empty(cache: HybridCache):
@@ -126,9 +145,11 @@ class Batch:
         self.rows.append(row)
 
     def remove(self, row: Row):
-        """Take `row` out; its request's cache is its own again."""
+        """Take `row` out; its request's cache is its own again (copied out, so that
+        keeping it, in the prompt cache say, does not keep the batch's buffers)."""
         self._split()
         self.rows.remove(row)
+        _own(row.request.cache)
 
     def _split(self):
         """Give each row its own cache back (before the rows change)."""

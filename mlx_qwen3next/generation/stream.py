@@ -129,7 +129,8 @@ class Request:
         loop = make_token_loop(self.model, self.cfg, False) if plain else self.loop
         return loop(
             self.ids[self.start:], self.cache, make_processors(self.cfg, n),
-            min(self.budget, max_tokens or self.budget), self.prefill_step_size,
+            self.budget if max_tokens is None else min(self.budget, max_tokens),
+            self.prefill_step_size,
             self.progress, reuse.recorder if reuse else None, reuse.cuts if reuse else ())
 
     def reply(self) -> "Reply":
@@ -191,8 +192,8 @@ class Reply:
     `feed` each token as it comes; the response that ends the reply has finish_reason set."""
 
     def __init__(self, tokenizer, detok, n_prompt: int, stops, budget: int, cached: int = 0):
-        self.eos, self.detok, self.stops, self.budget = set(tokenizer.eos_token_ids), detok, \
-            stops, budget
+        self.eos = set(tokenizer.eos_token_ids)
+        self.detok, self.stops, self.budget = detok, stops, budget
         self.n_prompt, self.cached = n_prompt, cached
         self.holdback = max((len(s) for s in stops), default=1) - 1
         self.unreleased = ""

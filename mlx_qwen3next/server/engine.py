@@ -36,6 +36,7 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     produced: int = 0  # tokens generated, sent or not
+    request: object = None  # prepared while it waited to join a batch
 
     def put(self, item):
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -143,9 +144,11 @@ class Engine:
 
     # -- one request ----------------------------------------------------------------
     def _prepare(self, job: Job):
-        return prepare(self.model, self.tokenizer, job.prompt, tools=job.tools,
-                       prompt_cache=self.prompt_cache, max_context=self.max_context,
-                       **job.args)
+        if job.request is None:
+            job.request = prepare(self.model, self.tokenizer, job.prompt, tools=job.tools,
+                                  prompt_cache=self.prompt_cache,
+                                  max_context=self.max_context, **job.args)
+        return job.request
 
     def _run(self, job: Job) -> Optional[Row]:
         """Run `job` alone; or, once another request waits to join it, stop after a
@@ -201,13 +204,26 @@ class Engine:
                 and job.args.get("seed") is None)
 
     def _joinable(self) -> bool:
-        """Whether the next waiting job could join a batch now."""
-        if not self.waiting:
-            try:
-                self.waiting.append(self.jobs.get_nowait())
-            except queue.Empty:
+        """Whether the next waiting job can join a batch now. A waiting job that was
+        cancelled, or that its arguments refuse, is answered here, and the next one looks."""
+        while not self.stopping.is_set():
+            if not self.waiting:
+                try:
+                    self.waiting.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    return False
+            job = self.waiting[0]
+            if not self._batchable(job):
                 return False
-        return self._batchable(self.waiting[0]) and not self.stopping.is_set()
+            try:
+                if not job.cancelled.is_set():
+                    self._prepare(job)
+                    return True
+                job.put(None)
+            except Exception as e:  # noqa: BLE001
+                self._fail(job, e)
+            self.waiting.popleft()
+        return False
 
     def _batch(self, first: Row):
         """Decode `first` with the jobs that join it, until none is left."""
@@ -217,18 +233,18 @@ class Engine:
             while len(batch):
                 while len(batch) < self.max_batch and self._joinable():
                     self._join(batch, self.waiting.popleft())
-                for row in [r for r in batch.rows if self.stopped(r.key)]:
+                for row in [r for r in batch.rows if self.stopped(r.job)]:
                     self._leave(batch, row)
                 if not len(batch):
                     return
                 self.peak_batch = max(self.peak_batch, len(batch))
                 for row, r in batch.step():
-                    self._emit(row.key, r)
+                    self._emit(row.job, r)
                     if r.finish_reason:
                         self._leave(batch, row)
         except Exception as e:  # noqa: BLE001  (every row of the failed step)
             for row in batch.rows:
-                self._fail(row.key, e)
+                self._fail(row.job, e)
 
     def _join(self, batch: Batch, job: Job):
         """Prefill `job` alone, send its first token, and add it to `batch` unless that
@@ -247,25 +263,26 @@ class Engine:
                 gen.close()
             r = reply.feed(token, logprobs)
             self._emit(job, r)
+            row = Row.resume(job, request, reply)
+            if r.finish_reason:
+                self._finish(row)
+            else:
+                batch.add(row)
         except Exception as e:  # noqa: BLE001
-            self.running.remove(job)
-            self._fail(job, e)
-            return
-        row = Row.resume(job, request, reply)
-        if r.finish_reason:
-            self._finish(row)
-        else:
-            batch.add(row)
+            if job in self.running:
+                self.running.remove(job)
+                self._fail(job, e)
 
     def _leave(self, batch: Batch, row: Row):
         batch.remove(row)
         self._finish(row)
 
     def _finish(self, row: Row):
-        row.request.done(row.reply.generated)
-        row.key.put(None)
-        if row.key in self.running:
-            self.running.remove(row.key)
+        self.running.remove(row.job)
+        try:
+            row.request.done(row.reply.generated)
+        finally:
+            row.job.put(None)
 
     def _logprob(self, r, top: Optional[int]) -> Optional[dict]:
         if top is None:

@@ -152,3 +152,61 @@ def test_server_answers_from_the_tool_result(server, converted):
     text = answer.choices[0].message.content
     assert text.startswith("It is 18 degrees and ") and "Lyon" in text
     assert answer.usage.prompt_tokens_details.cached_tokens > 0  # the first turn's prefix
+
+
+def test_engine_batches_then_runs_the_last_row_alone_with_mtp(converted):
+    """The server's engine, in process, on the trained model: a long reply runs alone
+    with MTP; a short request joins it and the two decode as a batch; once the short one
+    ends, the long one runs alone with MTP again. Both replies are the ones they get
+    alone, and drafts are accepted after the short one's end."""
+    import asyncio
+    import threading
+
+    from mlx_qwen3next.server.engine import Engine, Job
+
+    ready, done = threading.Event(), {}
+
+    def serve():  # MLX streams belong to the thread that loads the model
+        mdl, tok = load(converted)
+        done["alone"] = [generate_text(mdl, tok, p, n) for p, n in (("Who are you?", 64),
+                                                                     ("What is 12 - 58?", 4))]
+        done["engine"] = Engine(mdl, tok, "tiny")
+        ready.set()
+        done["engine"].work()
+
+    async def ask(engine, prompt, n, started=None):
+        job = Job([{"role": "user", "content": prompt}], {"max_tokens": n, "temperature": 0.0})
+        engine.submit(job)
+        tokens = []
+        while (item := await job.events.get()) is not None:
+            assert not isinstance(item, Exception), item
+            tokens.append(item)
+            if started is not None and len(tokens) == 4:
+                started.set()
+        return tokens
+
+    async def both(engine):
+        started = asyncio.Event()
+        long = asyncio.create_task(ask(engine, "Who are you?", 64, started))
+        await started.wait()  # the long one runs alone
+        short = await ask(engine, "What is 12 - 58?", 4)
+        return await long, short
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    assert ready.wait(120)
+    try:
+        long, short = asyncio.run(both(done["engine"]))
+    finally:
+        done["engine"].stop()
+        worker.join(60)
+    assert ["".join(t.text for t in r) for r in (long, short)] == done["alone"]
+    assert done["engine"].peak_batch == 2
+    short_end = next(i for i, t in enumerate(long) if t.generation_tokens > 4 + len(short))
+    assert any(t.from_draft for t in long[short_end:])
+
+
+def generate_text(mdl, tok, prompt, n) -> str:
+    messages = [{"role": "user", "content": prompt}]
+    return "".join(r.text for r in stream_generate(mdl, tok, messages, max_tokens=n,
+                                                   temperature=0, mtp=False))

@@ -122,16 +122,19 @@ class Request:
         """Prompt tokens taken from the prompt cache."""
         return self.reuse.start if self.reuse else 0
 
-    def tokens(self, plain: bool = False, max_tokens: Optional[int] = None):
+    def tokens(self, plain: bool = False, max_tokens: Optional[int] = None,
+               resume: Optional[int] = None):
         """(token, logprobs, ...) from the token loop (`plain`: without MTP), at most
-        `max_tokens` of the budget."""
-        reuse, n = self.reuse, len(self.ids) - self.start
+        `max_tokens` of the budget. `resume`: continue the reply from its last token
+        instead (the cache holding everything before it; no logits processors)."""
         loop = make_token_loop(self.model, self.cfg, False) if plain else self.loop
-        return loop(
-            self.ids[self.start:], self.cache, make_processors(self.cfg, n),
-            self.budget if max_tokens is None else min(self.budget, max_tokens),
-            self.prefill_step_size,
-            self.progress, reuse.recorder if reuse else None, reuse.cuts if reuse else ())
+        budget = self.budget if max_tokens is None else min(self.budget, max_tokens)
+        if resume is not None:
+            return loop([resume], self.cache, [], budget, self.prefill_step_size, None)
+        reuse, n = self.reuse, len(self.ids) - self.start
+        return loop(self.ids[self.start:], self.cache, make_processors(self.cfg, n), budget,
+                    self.prefill_step_size, self.progress, reuse.recorder if reuse else None,
+                    reuse.cuts if reuse else ())
 
     def reply(self) -> "Reply":
         return Reply(self.tokenizer, self.detok, len(self.ids), self.stops, self.budget,

@@ -180,8 +180,10 @@ def sse(data: dict) -> str:
 
 def log(request, status, tokens, started):
     last = tokens[-1] if tokens else None
+    drafted = sum(t.from_draft for t in tokens)
     counts = (f"{last.prompt_tokens} prompt ({last.cached_tokens} cached) + "
-              f"{last.generation_tokens} generated tokens" if last else "no tokens")
+              f"{last.generation_tokens} generated tokens ({drafted} from MTP drafts)"
+              if last else "no tokens")
     print(f"{request.method} {request.url.path} {status} {counts} in "
           f"{time.perf_counter() - started:.2f} s", file=sys.stderr, flush=True)
 

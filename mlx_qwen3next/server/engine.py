@@ -53,6 +53,7 @@ class Token:
     generation_tokens: int
     cached_tokens: int
     logprob: Optional[dict] = None
+    from_draft: bool = False  # accepted from an MTP draft
 
 
 class Engine:
@@ -151,39 +152,59 @@ class Engine:
         return job.request
 
     def _run(self, job: Job) -> Optional[Row]:
-        """Run `job` alone; or, once another request waits to join it, stop after a
-        token and return it as a batch row."""
+        """Run `job` alone (see `_alone`)."""
         try:
             request = self._prepare(job)
             if request.cfg.seed is not None:
                 mx.random.seed(request.cfg.seed)
-            reply, gen, row = request.reply(), request.tokens(), None
-            try:
-                for token, logprobs, *rest in gen:
-                    r = reply.feed(token, logprobs, bool(rest[0]) if rest else False)
-                    if self.stopped(job):
-                        break
-                    self._emit(job, r)
-                    if r.finish_reason:
-                        break
-                    if self._batchable(job) and self._joinable():
-                        row = Row.resume(job, request, reply)
-                        break
-            finally:
-                gen.close()  # the cache holds the prompt and all but the last token
-                if row is None:
-                    request.done(reply.generated)
+            return self._alone(job, request, request.reply(), request.tokens())
         except Exception as e:  # noqa: BLE001
             self._fail(job, e)
             return None
+
+    def _alone(self, job: Job, request, reply, gen) -> Optional[Row]:
+        """Send the tokens of `gen` (job's token loop) until the reply ends; or, once
+        another request waits to join it, stop after a token and return it as a batch
+        row."""
+        row = None
+        try:
+            for token, logprobs, *rest in gen:
+                r = reply.feed(token, logprobs, bool(rest[0]) if rest else False)
+                if self.stopped(job):
+                    break
+                self._emit(job, r)
+                if r.finish_reason:
+                    break
+                if self._batchable(job) and self._joinable():
+                    row = Row.resume(job, request, reply)
+                    break
+        finally:
+            gen.close()  # the cache holds the prompt and all but the last token
+            if row is None:
+                request.done(reply.generated)
         if row is None:
             job.put(None)
         return row
 
+    def _alone_again(self, batch: Batch) -> Optional[Row]:
+        """The last row of `batch`, run alone again (with MTP, if its request has it)
+        while nobody waits; returned as a row if somebody then does. Not for rows with
+        logits processors: a resumed loop would not see the reply so far."""
+        row = batch.rows[0]
+        batch.remove(row)
+        request, reply = row.request, row.reply
+        try:
+            left = request.budget - len(reply.generated)
+            return self._alone(row.job, request, reply,
+                               request.tokens(max_tokens=left, resume=row.last))
+        except Exception as e:  # noqa: BLE001
+            self._fail(row.job, e)
+            return None
+
     def _emit(self, job: Job, r):
         job.produced += 1
         job.put(Token(r.text, r.token, r.finish_reason, r.prompt_tokens, r.generation_tokens,
-                      r.cached_tokens, self._logprob(r, job.top_logprobs)))
+                      r.cached_tokens, self._logprob(r, job.top_logprobs), r.from_draft))
 
     def _fail(self, job: Job, e: Exception):
         if isinstance(e, APIError):
@@ -237,6 +258,12 @@ class Engine:
                     self._leave(batch, row)
                 if not len(batch):
                     return
+                if len(batch) == 1 and not batch.rows[0].processors and not self._joinable():
+                    row = self._alone_again(batch)
+                    if row is None:
+                        return
+                    batch.add(row)
+                    continue
                 self.peak_batch = max(self.peak_batch, len(batch))
                 for row, r in batch.step():
                     self._emit(row.job, r)

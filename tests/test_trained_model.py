@@ -154,56 +154,110 @@ def test_server_answers_from_the_tool_result(server, converted):
     assert answer.usage.prompt_tokens_details.cached_tokens > 0  # the first turn's prefix
 
 
-def test_engine_batches_then_runs_the_last_row_alone_with_mtp(converted):
-    """The server's engine, in process, on the trained model: a long reply runs alone
-    with MTP; a short request joins it and the two decode as a batch; once the short one
-    ends, the long one runs alone with MTP again. Both replies are the ones they get
-    alone, and drafts are accepted after the short one's end."""
+class EngineThread:
+    """The server's engine, in process, in a thread of its own (MLX streams belong to
+    the thread that loads the model), recording which job each token went to, in order."""
+
+    def __init__(self, path, references=()):
+        import threading
+
+        from mlx_qwen3next.server.engine import Engine
+
+        class Recording(Engine):
+            def _emit(inner, job, r):
+                self.order.append((job, r.from_draft))
+                super()._emit(job, r)
+
+        self.order, self.alone, ready = [], [], threading.Event()
+
+        def serve():
+            mdl, tok = load(path)
+            self.alone = [generate_text(mdl, tok, p, n) for p, n in references]
+            self.engine = Recording(mdl, tok, "tiny")
+            ready.set()
+            self.engine.work()
+
+        self.worker = threading.Thread(target=serve)
+        self.worker.start()
+        assert ready.wait(120)
+
+    def ask_many(self, asks):
+        """Run coroutines `asks(engine, ask)` on an event loop; `ask(prompt, n)` -> the
+        request's Job and its events up to the final one."""
+        import asyncio
+
+        from mlx_qwen3next.server.engine import Job
+
+        async def ask(prompt, n, started=None):
+            job = Job([{"role": "user", "content": prompt}], {"max_tokens": n, "temperature": 0})
+            self.engine.submit(job)
+            events = []
+            while (item := await asyncio.wait_for(job.events.get(), 60)) is not None:
+                events.append(item)
+                if started is not None and len(events) == 4:
+                    started.set()
+                if isinstance(item, Exception):
+                    break
+            return job, events
+
+        return asyncio.run(asks(self.engine, ask))
+
+    def close(self):
+        self.engine.stop()
+        self.worker.join(60)
+
+
+async def long_then_short(engine, ask):
     import asyncio
-    import threading
 
-    from mlx_qwen3next.server.engine import Engine, Job
+    started = asyncio.Event()
+    long = asyncio.create_task(ask("Who are you?", 64, started))
+    await started.wait()  # the long one runs alone
+    short = await ask("What is 12 - 58?", 4)
+    return await long, short
 
-    ready, done = threading.Event(), {}
 
-    def serve():  # MLX streams belong to the thread that loads the model
-        mdl, tok = load(converted)
-        done["alone"] = [generate_text(mdl, tok, p, n) for p, n in (("Who are you?", 64),
-                                                                     ("What is 12 - 58?", 4))]
-        done["engine"] = Engine(mdl, tok, "tiny")
-        ready.set()
-        done["engine"].work()
-
-    async def ask(engine, prompt, n, started=None):
-        job = Job([{"role": "user", "content": prompt}], {"max_tokens": n, "temperature": 0.0})
-        engine.submit(job)
-        tokens = []
-        while (item := await job.events.get()) is not None:
-            assert not isinstance(item, Exception), item
-            tokens.append(item)
-            if started is not None and len(tokens) == 4:
-                started.set()
-        return tokens
-
-    async def both(engine):
-        started = asyncio.Event()
-        long = asyncio.create_task(ask(engine, "Who are you?", 64, started))
-        await started.wait()  # the long one runs alone
-        short = await ask(engine, "What is 12 - 58?", 4)
-        return await long, short
-
-    worker = threading.Thread(target=serve)
-    worker.start()
-    assert ready.wait(120)
+def test_engine_batches_then_runs_the_last_row_alone_with_mtp(converted):
+    """A long reply runs alone with MTP; a short request joins it and the two decode as
+    a batch; once the short one ends, the long one runs alone with MTP again. Both
+    replies are the ones they get alone, and drafts are accepted after the short one's
+    last token."""
+    run = EngineThread(converted, [("Who are you?", 64), ("What is 12 - 58?", 4)])
     try:
-        long, short = asyncio.run(both(done["engine"]))
+        (long, long_events), (short, short_events) = run.ask_many(long_then_short)
     finally:
-        done["engine"].stop()
-        worker.join(60)
-    assert ["".join(t.text for t in r) for r in (long, short)] == done["alone"]
-    assert done["engine"].peak_batch == 2
-    short_end = next(i for i, t in enumerate(long) if t.generation_tokens > 4 + len(short))
-    assert any(t.from_draft for t in long[short_end:])
+        run.close()
+    assert ["".join(t.text for t in e) for e in (long_events, short_events)] == run.alone
+    assert run.engine.peak_batch == 2
+    short_end = max(i for i, (job, _) in enumerate(run.order) if job is short)
+    assert any(drafted for job, drafted in run.order[short_end:] if job is long)
+
+
+def test_engine_answers_every_job_when_a_batch_step_fails(converted, monkeypatch):
+    """A row that cannot leave the batch (its cache copy fails): every job in the batch
+    gets a final event, an error where its reply is cut short; the engine serves the next
+    request as before."""
+    from mlx_qwen3next.generation import batch
+
+    own = batch._own
+
+    def fails_once(cache):
+        monkeypatch.setattr(batch, "_own", own)
+        raise RuntimeError("out of memory")
+
+    run = EngineThread(converted, [("What is 12 - 58?", 4)])
+    try:
+        monkeypatch.setattr(batch, "_own", fails_once)
+        (_, long_events), (_, short_events) = run.ask_many(long_then_short)
+        assert isinstance(short_events[-1], Exception) and isinstance(long_events[-1], Exception)
+
+        async def again(engine, ask):
+            return await ask("What is 12 - 58?", 4)
+
+        _, events = run.ask_many(again)
+    finally:
+        run.close()
+    assert "".join(t.text for t in events) == run.alone[0]
 
 
 def generate_text(mdl, tok, prompt, n) -> str:

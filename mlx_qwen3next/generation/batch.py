@@ -148,8 +148,8 @@ class Batch:
         """Take `row` out; its request's cache is its own again (copied out, so that
         keeping it, in the prompt cache say, does not keep the batch's buffers)."""
         self._split()
-        self.rows.remove(row)
         _own(row.request.cache)
+        self.rows.remove(row)
 
     def _split(self):
         """Give each row its own cache back (before the rows change)."""

@@ -135,8 +135,9 @@ class PromptCache:
                     points.setdefault(p, states)
                 self.entries.remove(e)
         self._clock += 1
-        mtp = getattr(cache, "mtp_cache", None)
-        mtp_state = mtp[0].state() if mtp is not None and mtp[0].offset else None
+        mtp = getattr(cache, "mtp_cache", None)  # kept only in step with the tokens
+        mtp_state = mtp[0].state() if mtp is not None and mtp[0].offset \
+            and mtp[0].offset == len(tokens) - 1 else None
         layers = [None if isinstance(c, DeltaNetCache) else c.state() for c in cache]
         self.entries.append(Entry(tokens, kv_bits, layers, mtp_state, points, self._clock))
         self._evict()

@@ -37,8 +37,13 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     produced: int = 0  # tokens generated, sent or not
     request: object = None  # prepared while it waited to join a batch
+    answered: bool = False  # its final event (None, or an APIError) is sent
 
     def put(self, item):
+        """Send an event to the request's handler; nothing after the final one."""
+        if self.answered:
+            return
+        self.answered = item is None or isinstance(item, Exception)
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
 
@@ -118,7 +123,12 @@ class Engine:
                     row = self._run(job)
                     if row is not None:
                         self._batch(row)
+            except Exception as e:  # noqa: BLE001  (answered below)
+                print(f"serving failed: {type(e).__name__}: {e}", file=sys.stderr)
             finally:
+                for left in self.running:  # a job that an error left unanswered
+                    if not left.answered:
+                        self._fail(left, RuntimeError("no final event"))
                 self.running = []
                 mx.clear_cache()
 
@@ -191,9 +201,9 @@ class Engine:
         while nobody waits; returned as a row if somebody then does. Not for rows with
         logits processors: a resumed loop would not see the reply so far."""
         row = batch.rows[0]
-        batch.remove(row)
         request, reply = row.request, row.reply
         try:
+            batch.remove(row)
             left = request.budget - len(reply.generated)
             return self._alone(row.job, request, reply,
                                request.tokens(max_tokens=left, resume=row.last))
@@ -269,13 +279,17 @@ class Engine:
                     self._emit(row.job, r)
                     if r.finish_reason:
                         self._leave(batch, row)
-        except Exception as e:  # noqa: BLE001  (every row of the failed step)
-            for row in batch.rows:
-                self._fail(row.job, e)
+        except Exception as e:  # noqa: BLE001  (every job of the failed step)
+            for job in self.running:
+                if not job.answered:
+                    self._fail(job, e)
 
     def _join(self, batch: Batch, job: Job):
         """Prefill `job` alone, send its first token, and add it to `batch` unless that
         token ended it."""
+        if self.stopping.is_set():
+            _refuse(job)
+            return
         if job.cancelled.is_set():
             job.put(None)
             return
@@ -305,11 +319,15 @@ class Engine:
         self._finish(row)
 
     def _finish(self, row: Row):
+        """Keep the row's cache in the prompt cache and end its stream (a cache that
+        cannot be kept is logged: the reply itself is whole)."""
         self.running.remove(row.job)
         try:
             row.request.done(row.reply.generated)
-        finally:
-            row.job.put(None)
+        except Exception as e:  # noqa: BLE001
+            print(f"prompt cache: a reply's cache was not kept: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+        row.job.put(None)
 
     def _logprob(self, r, top: Optional[int]) -> Optional[dict]:
         if top is None:

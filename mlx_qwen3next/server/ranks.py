@@ -36,8 +36,12 @@ class RankEngine(Engine):
             self.link.text_from_rank0(None)
 
     def _run(self, job: Job):
-        self.link.text_from_rank0(json.dumps(
-            {"prompt": job.prompt, "tools": job.tools, "args": job.args}))
+        try:
+            self.link.text_from_rank0(json.dumps(
+                {"prompt": job.prompt, "tools": job.tools, "args": job.args}))
+        except Exception as e:  # noqa: BLE001
+            self._fail(job, e)
+            return None
         return super()._run(job)
 
     def stopped(self, job: Job) -> bool:

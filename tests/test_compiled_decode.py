@@ -15,6 +15,7 @@ from mlx_qwen3next.generation import token_stream
 from mlx_qwen3next.generation.kv_quant import quantize_kv
 from mlx_qwen3next.generation.context import set_rope_scaling
 from mlx_qwen3next.model import compiled
+from mlx_qwen3next.model.switch import SwitchGLU
 
 TOL = 1e-5  # float32; compilation fuses and reorders a few sums and products
 
@@ -99,6 +100,24 @@ def test_left_padded_batch(model, monkeypatch):
     for row, prompt in enumerate((a, b)):
         alone = run(model, True, [prompt], [tokens[row]])[0]
         assert_same(alone, [step[row:row + 1] for step in fast], tol=1e-4)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_batch_large_enough_to_sort_its_experts(model, padded):
+    """32 rows x 2 experts reach SwitchGLU.SORT_FROM pairs inside the compiled step (on the
+    CPU: the grouped experts, which need a host sync, take the gathers there)."""
+    rows = 32
+    assert rows * model.config.num_experts_per_tok >= SwitchGLU.SORT_FROM
+    pads = [i % 3 for i in range(rows)] if padded else None
+    prompt, tokens = ids(6, seed=8, rows=rows), ids(3, seed=9, rows=rows)
+
+    def steps(fast):
+        model.compile_steps = False
+        cache = model.make_cache(pads)
+        model(mx.array(prompt), cache)
+        return run(model, fast, [], tokens, cache)[0]
+
+    assert_same(steps(False), steps(True))
 
 
 def test_greedy_generation_identical(model):

@@ -7,7 +7,8 @@ MLX's CPU gather_mm is float32-only and runs one matrix-vector product per
 - for the few rows of a decode step each pair is (W_e @ x.T).T, which OpenBLAS
   streams faster with the weight as the left, untransposed operand;
 - a prefill groups the pairs by expert and multiplies each expert once over
-  all its rows (one host sync per call for the per-expert row counts).
+  all its rows (one host sync per call for the per-expert row counts; so not under
+  mx.compile, where a large batch's decode step takes the gathers).
 Figures: bench/RESULTS.md, "Decode products" and "End-to-end".
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from ..kernels._prep import eval_if_eager
 from ..model.fused import products, projections
 from ..model.switch import SwitchGLU, SwitchLinear, batch_rows
 from .products import streams_weight
@@ -42,7 +44,8 @@ class GroupedSwitchGLU(SwitchGLU):
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         if indices.size < self.SORT_FROM or not all(
-                isinstance(p, CpuSwitchLinear) for p in projections(self) + [self.down_proj]):
+                isinstance(p, CpuSwitchLinear) for p in projections(self) + [self.down_proj]
+        ) or not eval_if_eager(indices):  # under mx.compile (a large batch's decode step)
             return super().__call__(x, indices)
         k = indices.shape[-1]
         flat = indices.flatten()

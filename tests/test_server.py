@@ -173,6 +173,28 @@ def test_queue_full_is_429_and_a_disconnect_frees_the_slot(model, tmp_path):
         assert s.stop() == 0
 
 
+def test_a_request_waiting_outside_the_queue_counts_against_its_bound(model, tmp_path):
+    """A seeded request cannot join the running one: the engine holds it aside, taken from
+    the queue. It still counts: with --max-queue 1, the next request gets 429."""
+    s = Server(model, tmp_path, "--max-queue", "1")
+    try:
+        conn = long_stream(s)
+        answer = {}
+        waiting = threading.Thread(target=lambda: answer.update(r=s.request(
+            "POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2, "seed": 1})))
+        waiting.start()
+        time.sleep(0.5)  # the running request's next token takes it from the queue
+        assert s.get("/health")[1]["queued"] == 1 and "r" not in answer
+        status, _, _ = s.request("POST", "/v1/chat/completions",
+                                 {"messages": MESSAGES, "max_tokens": 2})
+        assert status == 429
+        conn.close()
+        waiting.join(timeout=60)
+        assert answer["r"][0] == 200
+    finally:
+        assert s.stop() == 0
+
+
 def test_sigterm_during_a_request_exits_cleanly(model, tmp_path):
     s = Server(model, tmp_path)
     result = {}

@@ -82,6 +82,8 @@ class Engine:
     def submit(self, job: Job):
         job.loop = asyncio.get_running_loop()
         try:
+            if self.queued >= self.jobs.maxsize:  # one may wait outside the queue, prepared
+                raise queue.Full
             self.jobs.put_nowait(job)
         except queue.Full:
             raise APIError(429, "the server is busy: too many requests queued; retry shortly",

@@ -41,9 +41,10 @@ class Row:
         if hasattr(request.cache, "mtp_cache"):
             del request.cache.mtp_cache
         prompt = request.ids[request.start:]
-        fed = prompt + reply.generated[:-1]
-        return cls(job, request, reply, reply.generated[-1], mx.array(fed, mx.int32),
-                   request.cfg.sampler(), make_processors(request.cfg, len(prompt)))
+        processors = make_processors(request.cfg, len(prompt))
+        fed = mx.array(prompt + reply.generated[:-1], mx.int32) if processors else None
+        return cls(job, request, reply, reply.generated[-1], fed, request.cfg.sampler(),
+                   processors)
 
     def sample(self, logits: mx.array):
         """(token [1], logprobs [vocab]) from this row's logits [1, vocab]."""

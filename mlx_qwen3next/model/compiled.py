@@ -110,7 +110,7 @@ class CompiledSteps:
             if verify:
                 c.step_first, c.step_window, c.step_terms = first, kept[0], tuple(kept[1:])
             return x
-        pad = () if cache.left_pad is None else (cache.left_pad.astype(mx.int32),)
+        pad = () if cache.left_pad is None else (cache.left_pad,)
         return self._attention(self._step(i, False, bool(pad)), self.layers[i].self_attn, x, c,
                                after=pad)
 

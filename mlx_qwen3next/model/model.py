@@ -75,7 +75,7 @@ class Model(nn.Module):
         """A fresh hybrid cache; `left_pad[b]` = padding tokens at the start of row b."""
         cache = HybridCache(self.config.layer_types)
         if left_pad is not None:
-            cache.left_pad = mx.array(left_pad)
+            cache.left_pad = mx.array(left_pad, mx.int32)
         return cache
 
     def compiled_steps(self) -> Optional[compiled.CompiledSteps]:

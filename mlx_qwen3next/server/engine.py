@@ -128,9 +128,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001  (answered below)
                 print(f"serving failed: {type(e).__name__}: {e}", file=sys.stderr)
             finally:
-                for left in self.running:  # a job that an error left unanswered
-                    if not left.answered:
-                        self._fail(left, RuntimeError("no final event"))
+                self._fail_unanswered(RuntimeError("no final event"))
                 self.running = []
                 mx.clear_cache()
 
@@ -218,6 +216,12 @@ class Engine:
         job.put(Token(r.text, r.token, r.finish_reason, r.prompt_tokens, r.generation_tokens,
                       r.cached_tokens, self._logprob(r, job.top_logprobs), r.from_draft))
 
+    def _fail_unanswered(self, e: Exception):
+        """Answer `e` to every running job still without its final event."""
+        for job in self.running:
+            if not job.answered:
+                self._fail(job, e)
+
     def _fail(self, job: Job, e: Exception):
         if isinstance(e, APIError):
             job.put(e)
@@ -281,10 +285,8 @@ class Engine:
                     self._emit(row.job, r)
                     if r.finish_reason:
                         self._leave(batch, row)
-        except Exception as e:  # noqa: BLE001  (every job of the failed step)
-            for job in self.running:
-                if not job.answered:
-                    self._fail(job, e)
+        except Exception as e:  # noqa: BLE001
+            self._fail_unanswered(e)
 
     def _join(self, batch: Batch, job: Job):
         """Prefill `job` alone, send its first token, and add it to `batch` unless that
